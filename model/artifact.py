@@ -1,0 +1,99 @@
+"""The trained model on disk, and the TensorFlow tagger that loads it.
+
+A model directory holds:
+  config.json        hyperparameters (model.config.Config)
+  vocab.json         words, characters and tags
+  word_vectors.npy   the frozen word vectors, float16
+  weights.npz        every other weight, by Keras variable path
+The lean runtime (model.runtime) reads the same files plus tagger.onnx.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from model.config import Config
+from model.network import Tagger
+from model.vocab import Vocab, batches_by_length
+
+CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", "weights.npz"
+
+
+def build_tagger(config: Config, vocab: Vocab, word_vectors: np.ndarray) -> Tagger:
+    tagger = Tagger(config, word_vectors, len(vocab.chars), len(vocab.tags))
+    batch = vocab.encode([["Build", "."]])
+    tagger(batch.word_ids, batch.char_ids, batch.casing_ids)  # creates the variables
+    return tagger
+
+
+def _key(variable) -> str:
+    """The variable's path inside the tagger ("bilstm/forward_lstm/.../kernel").
+    Keras numbers layer names ("tagger_1", "forward_lstm_1") by how many were
+    built before in the process; the numbers are dropped."""
+    return re.sub(r"_\d+(?=/|$)", "", variable.path).split("/", 1)[1]
+
+
+def trained_weights(tagger: Tagger) -> dict[str, np.ndarray]:
+    return {_key(v): v.numpy() for v in tagger.weights if v is not tagger.word_embedding.embeddings}
+
+
+def set_weights(tagger: Tagger, weights: dict[str, np.ndarray]) -> None:
+    for variable in tagger.weights:
+        if variable is not tagger.word_embedding.embeddings:
+            variable.assign(weights[_key(variable)])
+
+
+def save(tagger: Tagger, vocab: Vocab, config: Config, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save(directory / CONFIG)
+    vocab.save(directory / VOCAB)
+    np.save(directory / WORD_VECTORS, tagger.word_embedding.embeddings.numpy().astype(np.float16))
+    np.savez(directory / WEIGHTS, **trained_weights(tagger))
+
+
+def load(directory: Path) -> tuple[Tagger, Vocab, Config]:
+    config = Config.load(directory / CONFIG)
+    vocab = Vocab.load(directory / VOCAB)
+    tagger = build_tagger(config, vocab, np.load(directory / WORD_VECTORS))
+    with np.load(directory / WEIGHTS) as weights:
+        set_weights(tagger, dict(weights))
+    return tagger, vocab, config
+
+
+class TensorFlowTagger:
+    """Tags tokenized sentences with the Keras network and the TensorFlow CRF."""
+
+    def __init__(self, directory: Path, batch_size: int = 128):
+        self.tagger, self.vocab, self.config = load(Path(directory))
+        self.batch_size = batch_size
+        spec = tf.TensorSpec
+        self._decode = tf.function(
+            self._decode_batch,
+            input_signature=[
+                spec([None, None], tf.int32),
+                spec([None, None, None], tf.int32),
+                spec([None, None], tf.int32),
+                spec([None], tf.int32),
+            ],
+        )
+
+    def _decode_batch(self, word_ids, char_ids, casing_ids, lengths):
+        emissions = self.tagger(word_ids, char_ids, casing_ids)
+        return self.tagger.crf.decode(emissions, lengths)
+
+    def emissions(self, sentences: list[list[str]]) -> np.ndarray:
+        batch = self.vocab.encode(sentences)
+        return self.tagger(batch.word_ids, batch.char_ids, batch.casing_ids).numpy()
+
+    def tag(self, sentences: list[list[str]]) -> list[list[str]]:
+        tags: list[list[str]] = [[] for _ in sentences]
+        for indices in batches_by_length(sentences, self.batch_size):
+            batch = self.vocab.encode([sentences[i] for i in indices])
+            paths = self._decode(batch.word_ids, batch.char_ids, batch.casing_ids, batch.lengths).numpy()
+            for i, path, length in zip(indices, paths, batch.lengths, strict=True):
+                tags[i] = [self.vocab.tags[t] for t in path[:length]]
+        return tags

@@ -1,0 +1,33 @@
+"""Hyperparameters, named once. Saved with the trained model as config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    # Pretrained GloVe rows kept besides the training words: words the service
+    # meets outside CoNLL still get a vector (the vectors stay frozen).
+    keep_pretrained: int = 100_000
+    char_dim: int = 30
+    char_filters: int = 50
+    char_kernel: int = 3
+    casing_dim: int = 8
+    lstm_units: int = 100
+    dropout: float = 0.5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    clipnorm: float = 5.0
+    max_epochs: int = 40
+    patience: int = 6
+    seed: int = 42
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        return cls(**json.loads(path.read_text()))

@@ -1,0 +1,52 @@
+"""Reading CoNLL-style files: one token a line, a blank line between sentences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "conll2003"
+
+
+class DataFormatError(ValueError):
+    """A line of a data file that is not `word ... tag`."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    words: list[str]
+    tags: list[str]
+
+
+def read_conll(path: str | Path) -> list[Sentence]:
+    """Read sentences from a CoNLL file.
+
+    Accepts two-column `word tag` and four-column `word POS chunk tag` lines
+    (the tag is always the last column), skips `-DOCSTART-` lines, and does not
+    need a trailing newline or a blank line at the end.
+    """
+    path = Path(path)
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            columns = line.split()
+            if not columns or columns[0] == "-DOCSTART-":
+                if words:
+                    sentences.append(Sentence(words, tags))
+                    words, tags = [], []
+                continue
+            if len(columns) not in (2, 4):
+                raise DataFormatError(
+                    f"{path}:{number}: expected 2 or 4 space-separated columns, "
+                    f"got {len(columns)}: {line.rstrip()!r}"
+                )
+            tag = columns[-1]
+            if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
+                raise DataFormatError(f"{path}:{number}: tag {tag!r} is not IOB2 (O, B-X or I-X)")
+            words.append(columns[0])
+            tags.append(tag)
+    if words:
+        sentences.append(Sentence(words, tags))
+    return sentences

@@ -1,0 +1,65 @@
+"""The BiLSTM-CRF tagger (Lample et al. 2016; Ma & Hovy 2016).
+
+Each word is the concatenation of a frozen GloVe vector, a character CNN
+max-pooled over the word, and a small casing embedding; a bidirectional LSTM
+reads the sentence and a dense layer scores each tag (the emissions), which a
+linear-chain CRF turns into the best tag sequence.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.config import Config
+from model.crf import CRF
+from model.vocab import CASINGS
+
+# A score no real activation reaches: padding characters never win the max-pool.
+_NEG_INF = -1e9
+
+
+class Tagger(keras.Model):
+    def __init__(self, config: Config, word_vectors: np.ndarray, num_chars: int, num_tags: int):
+        super().__init__()
+        num_words, word_dim = word_vectors.shape
+        # float16 storage halves the artifact; the vectors are cast up on lookup.
+        self.word_embedding = keras.layers.Embedding(
+            num_words, word_dim, trainable=False, dtype="float16", name="word_embedding"
+        )
+        self.word_embedding.build((None,))
+        self.word_embedding.embeddings.assign(word_vectors.astype(np.float16))
+        self.char_embedding = keras.layers.Embedding(num_chars, config.char_dim, name="char_embedding")
+        self.char_conv = keras.layers.Conv1D(
+            config.char_filters, config.char_kernel, padding="same", activation="tanh", name="char_conv"
+        )
+        self.casing_embedding = keras.layers.Embedding(len(CASINGS), config.casing_dim, name="casing_embedding")
+        self.dropout = keras.layers.Dropout(config.dropout)
+        self.bilstm = keras.layers.Bidirectional(
+            keras.layers.LSTM(config.lstm_units, return_sequences=True), name="bilstm"
+        )
+        self.emission = keras.layers.Dense(num_tags, name="emission")
+        self.crf = CRF(num_tags, name="crf")
+
+    def call(self, word_ids, char_ids, casing_ids, training=False):
+        """Emission scores [batch, words, tags] for padded id arrays."""
+        words = tf.cast(self.word_embedding(word_ids), tf.float32)
+        chars = self.char_features(char_ids, training=training)
+        casings = self.casing_embedding(casing_ids)
+        features = self.dropout(tf.concat([words, chars, casings], axis=-1), training=training)
+        hidden = self.bilstm(features, mask=word_ids > 0, training=training)
+        return self.emission(self.dropout(hidden, training=training))
+
+    def char_features(self, char_ids, training=False):
+        """Max-pooled character CNN [batch, words, filters]; exactly 0 for padding
+        words, and independent of how far the batch pads characters."""
+        shape = tf.shape(char_ids)
+        flat_ids = tf.reshape(char_ids, [-1, shape[2]])
+        char_mask = flat_ids > 0
+        embedded = self.char_embedding(flat_ids) * tf.cast(char_mask, tf.float32)[..., None]
+        embedded = self.dropout(embedded, training=training)
+        convolved = self.char_conv(embedded)
+        pooled = tf.reduce_max(tf.where(char_mask[..., None], convolved, _NEG_INF), axis=1)
+        pooled = tf.where(tf.reduce_any(char_mask, axis=1)[:, None], pooled, 0.0)
+        return tf.reshape(pooled, [shape[0], shape[1], self.char_conv.filters])

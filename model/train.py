@@ -1,0 +1,178 @@
+"""Train the tagger: `python -m model.train [--data-dir DIR] [--out results/crf]`.
+
+Early stopping on dev F1; the best epoch is kept. Every epoch leaves a
+checkpoint in --run-dir, and a rerun of the same command resumes from it.
+Progress goes to the terminal and to <run-dir>/train.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from model import artifact, glove
+from model.config import Config
+from model.data import DEFAULT_DATA_DIR, Sentence, read_conll
+from model.network import Tagger
+from model.tags import score
+from model.vocab import Vocab
+
+log = logging.getLogger("train")
+
+
+def word_vectors_for(vocab: Vocab, glove_words: list[str], glove_vectors: np.ndarray) -> np.ndarray:
+    """Rows of GloVe in vocabulary order: zeros for padding, the mean vector for unknown words."""
+    index = {w: i for i, w in enumerate(glove_words)}
+    vectors = np.zeros((len(vocab.words), glove_vectors.shape[1]), dtype=np.float32)
+    vectors[1] = glove_vectors.mean(axis=0)
+    for i, word in enumerate(vocab.words[2:], start=2):
+        vectors[i] = glove_vectors[index[word]]
+    return vectors
+
+
+def shuffled_batches(sentences: list[Sentence], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Batches of near-equal length in random order; lengths are jittered so the
+    batches differ from epoch to epoch."""
+    jittered = [len(s.words) + rng.uniform(-2, 2) for s in sentences]
+    order = np.argsort(jittered)
+    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer):
+    spec = tf.TensorSpec
+
+    @tf.function(
+        input_signature=[
+            spec([None, None], tf.int32),
+            spec([None, None, None], tf.int32),
+            spec([None, None], tf.int32),
+            spec([None, None], tf.int32),
+            spec([None], tf.int32),
+        ]
+    )
+    def train_step(word_ids, char_ids, casing_ids, tag_ids, lengths):
+        with tf.GradientTape() as tape:
+            emissions = tagger(word_ids, char_ids, casing_ids, training=True)
+            loss = -tf.reduce_mean(tagger.crf.log_likelihood(emissions, tag_ids, lengths))
+        gradients = tape.gradient(loss, tagger.trainable_variables)
+        optimizer.apply(gradients, tagger.trainable_variables)
+        return loss
+
+    return train_step
+
+
+def dev_f1(directory: Path, sentences: list[Sentence]) -> float:
+    predicted = artifact.TensorFlowTagger(directory).tag([s.words for s in sentences])
+    return score([s.tags for s in sentences], predicted).overall.f1
+
+
+class Checkpoint:
+    """The last finished epoch: weights, optimizer state and training history."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.state_file = directory / "state.json"
+
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    def save(self, tagger: Tagger, optimizer, state: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        np.savez(self.directory / "weights.npz", **artifact.trained_weights(tagger))
+        np.savez(self.directory / "optimizer.npz", *[v.numpy() for v in optimizer.variables])
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def restore(self, tagger: Tagger, optimizer) -> dict:
+        with np.load(self.directory / "weights.npz") as weights:
+            artifact.set_weights(tagger, dict(weights))
+        optimizer.build(tagger.trainable_variables)
+        with np.load(self.directory / "optimizer.npz") as saved:
+            for variable, value in zip(optimizer.variables, saved.values(), strict=True):
+                variable.assign(value)
+        return json.loads(self.state_file.read_text())
+
+
+def train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> float:
+    keras.utils.set_random_seed(config.seed)
+    train_set = read_conll(data_dir / "train.txt")
+    dev_set = read_conll(data_dir / "valid.txt")
+    glove_words, glove_vectors = glove.load()
+    vocab = Vocab.build([(s.words, s.tags) for s in train_set], glove_words, config.keep_pretrained)
+    tagger = artifact.build_tagger(config, vocab, word_vectors_for(vocab, glove_words, glove_vectors))
+    log.info("vocabulary: %d words, %d chars, tags %s", len(vocab.words), len(vocab.chars), vocab.tags)
+    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
+    train_step = make_train_step(tagger, optimizer)
+
+    checkpoint = Checkpoint(run_dir / "last")
+    best_dir = run_dir / "best"
+    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "history": []}
+    if checkpoint.exists():
+        state = checkpoint.restore(tagger, optimizer)
+        log.info("resumed after epoch %d (best dev F1 %.2f)", state["epoch"], state["best_f1"])
+
+    while state["epoch"] < config.max_epochs and state["epoch"] - state["best_epoch"] < config.patience:
+        epoch = state["epoch"] + 1
+        rng = np.random.default_rng(config.seed + epoch)
+        started = time.time()
+        losses = []
+        progress = tqdm(shuffled_batches(train_set, config.batch_size, rng), desc=f"epoch {epoch}", leave=False)
+        for indices in progress:
+            sentences = [train_set[i] for i in indices]
+            batch = vocab.encode([s.words for s in sentences])
+            tag_ids = vocab.encode_tags([s.tags for s in sentences])
+            loss = train_step(batch.word_ids, batch.char_ids, batch.casing_ids, tag_ids, batch.lengths)
+            losses.append(float(loss))
+            progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        artifact.save(tagger, vocab, config, run_dir / "epoch")
+        f1 = dev_f1(run_dir / "epoch", dev_set)
+        state["epoch"] = epoch
+        state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "dev_f1": f1,
+                                 "seconds": round(time.time() - started, 1)})
+        if f1 > state["best_f1"]:
+            state["best_f1"], state["best_epoch"] = f1, epoch
+            shutil.rmtree(best_dir, ignore_errors=True)
+            shutil.copytree(run_dir / "epoch", best_dir)
+        checkpoint.save(tagger, optimizer, state)
+        log.info("epoch %d: loss %.4f, dev F1 %.2f (best %.2f at epoch %d), %.0fs", epoch,
+                 np.mean(losses), f1, state["best_f1"], state["best_epoch"], time.time() - started)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (artifact.CONFIG, artifact.VOCAB, artifact.WORD_VECTORS, artifact.WEIGHTS):
+        shutil.copy(best_dir / name, out_dir / name)
+    (out_dir / "training.json").write_text(json.dumps(state, indent=2) + "\n")
+    log.info("best dev F1 %.2f at epoch %d, model in %s", state["best_f1"], state["best_epoch"], out_dir)
+    return state["best_f1"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="holds train.txt and valid.txt")
+    parser.add_argument("--out", type=Path, default=Path("results/crf"), help="where the best model goes")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/crf"), help="checkpoints and log")
+    parser.add_argument("--max-epochs", type=int, default=Config.max_epochs)
+    parser.add_argument("--lstm-units", type=int, default=Config.lstm_units)
+    parser.add_argument("--batch-size", type=int, default=Config.batch_size)
+    args = parser.parse_args()
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.run_dir / "train.log")],
+    )
+    config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size)
+    train(config, args.data_dir, args.out, args.run_dir)
+
+
+if __name__ == "__main__":
+    main()
