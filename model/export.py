@@ -1,0 +1,207 @@
+"""Export the trained model for serving: `python -m model.export [--model results/crf]`.
+
+Writes, beside the Keras weights:
+  tagger.onnx    the emission network as an ONNX graph built from the weights
+                 (ONNX's own bidirectional LSTM op), for the lean runtime
+  crf.npz        the CRF transition scores, for Viterbi decoding in numpy
+  saved_model/   a TensorFlow SavedModel with a `serving_default` signature
+                 (ids in, emissions and best tag ids out) for TensorFlow Serving
+then checks on dev and test that the ONNX runtime gives the TensorFlow tags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from model.data import DEFAULT_DATA_DIR, read_conll
+from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
+from model.vocab import batches_by_length
+
+OPSET = 18
+IR_VERSION = 10  # the newest that onnxruntime 1.31 loads
+SAVED_MODEL_DIR = "saved_model"
+PARITY_FILE = "parity.json"
+
+
+def lstm_weights(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One direction of a Keras LSTM as ONNX W, R, B: transposed, gate blocks
+    reordered from Keras [i, f, c, o] to ONNX [i, o, f, c], no recurrent bias."""
+    def reorder(matrix):
+        i, f, c, o = np.split(matrix, 4, axis=-1)
+        return np.concatenate([i, o, f, c], axis=-1)
+    return reorder(kernel).T, reorder(recurrent).T, np.concatenate([reorder(bias), np.zeros_like(bias)])
+
+
+def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The emission network: word vectors (looked up by the caller), character
+    ids, casing ids and lengths in; emission scores [batch, words, tags] out."""
+    char_table = weights["char_embedding/embeddings"].copy()
+    char_table[0] = 0.0  # the network zeroes padding characters; so does this row
+    conv_kernel = weights["char_conv/kernel"]  # [width, in, filters]
+    width = conv_kernel.shape[0]
+    directions = [
+        lstm_weights(*(weights[f"bilstm/{d}_lstm/lstm_cell/{n}"] for n in ("kernel", "recurrent_kernel", "bias")))
+        for d in ("forward", "backward")
+    ]
+    units = directions[0][1].shape[1]
+    W, R, B = (np.stack(parts) for parts in zip(*directions, strict=True))
+    initializers = {
+        "char_table": char_table,
+        "conv_w": conv_kernel.transpose(2, 1, 0),  # [filters, in, width]
+        "conv_b": weights["char_conv/bias"],
+        "casing_table": weights["casing_embedding/embeddings"],
+        "lstm_W": W, "lstm_R": R, "lstm_B": B,
+        "dense_w": weights["emission/kernel"], "dense_b": weights["emission/bias"],
+        "neg_inf": np.array(-1e9, np.float32), "zero": np.array(0.0, np.float32),
+        "minus_one": np.array([-1], np.int64),
+        "axis_0": np.array([0], np.int64), "axis_1": np.array([1], np.int64),
+        "axis_2": np.array([2], np.int64), "axis_3": np.array([3], np.int64),
+        "features_shape": np.array([0, 0, 2 * units], np.int64),
+    }
+    node = helper.make_node
+    nodes = [
+        # Characters: embed, convolve, max-pool over real characters only.
+        node("Shape", ["char_ids"], ["char_shape"]),
+        node("Slice", ["char_shape", "axis_2", "axis_3", "axis_0"], ["max_chars"]),
+        node("Concat", ["minus_one", "max_chars"], ["flat_chars_shape"], axis=0),
+        node("Reshape", ["char_ids", "flat_chars_shape"], ["flat_chars"]),  # [words, chars]
+        node("Greater", ["flat_chars", "zero_int"], ["char_mask"]),
+        node("Gather", ["char_table", "flat_chars"], ["char_vectors"]),  # [words, chars, dim]
+        node("Transpose", ["char_vectors"], ["char_channels"], perm=[0, 2, 1]),
+        node("Conv", ["char_channels", "conv_w", "conv_b"], ["conv"], pads=[width // 2, width // 2]),
+        node("Tanh", ["conv"], ["conv_tanh"]),
+        node("Unsqueeze", ["char_mask", "axis_1"], ["char_mask_3d"]),
+        node("Where", ["char_mask_3d", "conv_tanh", "neg_inf"], ["masked_conv"]),
+        node("ReduceMax", ["masked_conv", "axis_2"], ["pooled"], keepdims=0),  # [words, filters]
+        node("Cast", ["char_mask"], ["char_mask_float"], to=TensorProto.FLOAT),
+        node("ReduceMax", ["char_mask_float", "axis_1"], ["has_chars_float"], keepdims=1),
+        node("Cast", ["has_chars_float"], ["has_chars"], to=TensorProto.BOOL),
+        node("Where", ["has_chars", "pooled", "zero"], ["word_chars"]),
+        node("Slice", ["char_shape", "axis_0", "axis_2", "axis_0"], ["batch_words"]),
+        node("Constant", [], ["filters"], value=numpy_helper.from_array(np.array([conv_kernel.shape[2]], np.int64))),
+        node("Concat", ["batch_words", "filters"], ["chars_shape"], axis=0),
+        node("Reshape", ["word_chars", "chars_shape"], ["chars"]),  # [batch, words, filters]
+        # Word features, in the network's order: word vector, characters, casing.
+        node("Gather", ["casing_table", "casing_ids"], ["casings"]),
+        node("Concat", ["word_vectors", "chars", "casings"], ["features"], axis=-1),
+        # The bidirectional LSTM runs time-major and stops at each length.
+        node("Transpose", ["features"], ["features_tm"], perm=[1, 0, 2]),
+        node("LSTM", ["features_tm", "lstm_W", "lstm_R", "lstm_B", "lengths"], ["lstm_out"],
+             direction="bidirectional", hidden_size=units),  # [words, 2, batch, units]
+        node("Transpose", ["lstm_out"], ["lstm_bm"], perm=[2, 0, 1, 3]),
+        node("Reshape", ["lstm_bm", "features_shape"], ["hidden"]),
+        node("MatMul", ["hidden", "dense_w"], ["scores"]),
+        node("Add", ["scores", "dense_b"], ["emissions"]),
+    ]
+    initializer_list = [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()]
+    initializer_list.append(numpy_helper.from_array(np.array(0, np.int32), "zero_int"))
+    num_tags = weights["emission/bias"].shape[0]
+    word_dim = W.shape[2] - conv_kernel.shape[2] - initializers["casing_table"].shape[1]
+    graph = helper.make_graph(
+        nodes,
+        "bilstm_emissions",
+        inputs=[
+            helper.make_tensor_value_info("word_vectors", TensorProto.FLOAT, ["batch", "words", word_dim]),
+            helper.make_tensor_value_info("char_ids", TensorProto.INT32, ["batch", "words", "chars"]),
+            helper.make_tensor_value_info("casing_ids", TensorProto.INT32, ["batch", "words"]),
+            helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]),
+        ],
+        outputs=[helper.make_tensor_value_info("emissions", TensorProto.FLOAT, ["batch", "words", num_tags])],
+        initializer=initializer_list,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                             producer_name="model.export")
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_saved_model(directory: Path) -> None:
+    """A SavedModel for TensorFlow Serving: padded ids in, emissions and the
+    Viterbi tag ids out."""
+    import tensorflow as tf
+
+    from model.artifact import load
+
+    import keras
+
+    tagger, _, _ = load(directory)
+    spec = tf.TensorSpec
+
+    def serve(word_ids, char_ids, casing_ids, lengths):
+        emissions = tagger(word_ids, char_ids, casing_ids)
+        return {"emissions": emissions, "tag_ids": tagger.crf.decode(emissions, lengths)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(tagger)
+    archive.add_endpoint("serving_default", serve, input_signature=[
+        spec([None, None], tf.int32, "word_ids"),
+        spec([None, None, None], tf.int32, "char_ids"),
+        spec([None, None], tf.int32, "casing_ids"),
+        spec([None], tf.int32, "lengths"),
+    ])
+    target = directory / SAVED_MODEL_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    archive.write_out(str(target), verbose=False)
+
+
+def write_crf(directory: Path, weights: dict[str, np.ndarray]) -> None:
+    np.savez(directory / CRF_FILE, transitions=weights["transitions"], start=weights["start"], end=weights["end"])
+
+
+def check_parity(directory: Path, data_dir: Path) -> dict:
+    """Tags and emissions of the ONNX runtime against TensorFlow, sentence by
+    sentence, over the dev and test sets."""
+    from model.artifact import TensorFlowTagger
+
+    reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
+    report = {}
+    for split in ("valid", "test"):
+        sentences = [s.words for s in read_conll(data_dir / f"{split}.txt")]
+        largest = 0.0
+        for indices in batches_by_length(sentences, 128):
+            batch = [sentences[i] for i in indices]
+            difference = np.abs(reference.emissions(batch) - lean.emissions(batch))
+            for row, sentence in zip(difference, batch, strict=True):
+                largest = max(largest, float(row[: len(sentence)].max()))
+        same = sum(a == b for a, b in zip(reference.tag(sentences), lean.tag(sentences), strict=True))
+        report[split] = {"sentences": len(sentences), "identical_tags": same, "max_abs_emission_diff": largest}
+    return report
+
+
+def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR) -> dict | None:
+    """Write the serving files into a trained model directory; check parity on
+    data_dir's dev and test sets unless it is None."""
+    with np.load(directory / "weights.npz") as saved:
+        weights = dict(saved)
+    onnx.save(build_onnx(weights), directory / ONNX_FILE)
+    write_crf(directory, weights)
+    export_saved_model(directory)
+    if data_dir is None:
+        return None
+    report = check_parity(directory, data_dir)
+    (directory / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("results/crf"), help="trained model directory")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="dev and test sets for the parity check")
+    args = parser.parse_args()
+    report = export(args.model, args.data_dir)
+    for split, figures in report.items():
+        print(f"{split}: {figures['identical_tags']}/{figures['sentences']} sentences with identical tags, "
+              f"largest emission difference {figures['max_abs_emission_diff']:.2e}")
+    failed = any(f["identical_tags"] != f["sentences"] or f["max_abs_emission_diff"] > 1e-4 for f in report.values())
+    raise SystemExit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

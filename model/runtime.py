@@ -1,0 +1,83 @@
+"""The lean serving runtime: ONNX Runtime for the emissions, numpy for Viterbi.
+
+Imports neither TensorFlow nor Keras, so a web worker stays small and starts
+fast. Reads the model directory that `python -m model.export` completes with
+tagger.onnx and crf.npz.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from model.config import Config
+from model.vocab import Vocab, batches_by_length
+
+ONNX_FILE, CRF_FILE = "tagger.onnx", "crf.npz"
+
+
+def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
+            start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Best tag path of each sequence, [batch, time]; 0 past each length.
+    transitions[i, j] scores tag i followed by tag j. Lengths must be >= 1."""
+    batch, time, num_tags = emissions.shape
+    score = start[None] + emissions[:, 0]
+    backpointers = np.zeros((max(time - 1, 0), batch, num_tags), dtype=np.int64)
+    identity = np.broadcast_to(np.arange(num_tags), (batch, num_tags))
+    for t in range(1, time):
+        candidates = score[:, :, None] + transitions[None]
+        best_previous = candidates.argmax(axis=1)
+        valid = (t < lengths)[:, None]
+        # Past the end the score is carried and each tag points back to itself.
+        score = np.where(valid, candidates.max(axis=1) + emissions[:, t], score)
+        backpointers[t - 1] = np.where(valid, best_previous, identity)
+    path = np.zeros((batch, time), dtype=np.int64)
+    path[:, -1] = (score + end[None]).argmax(axis=1)
+    for t in range(time - 2, -1, -1):
+        path[:, t] = backpointers[t][np.arange(batch), path[:, t + 1]]
+    return np.where(np.arange(time)[None] < lengths[:, None], path, 0)
+
+
+class OnnxTagger:
+    """Tags tokenized sentences; same interface as model.artifact.TensorFlowTagger."""
+
+    def __init__(self, directory: Path, batch_size: int = 128, threads: int = 1):
+        directory = Path(directory)
+        self.config = Config.load(directory / "config.json")
+        self.vocab = Vocab.load(directory / "vocab.json")
+        self.batch_size = batch_size
+        # Memory-mapped: forked workers share the pages instead of copying them.
+        self.word_vectors = np.load(directory / "word_vectors.npy", mmap_mode="r")
+        with np.load(directory / CRF_FILE) as crf:
+            self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+        )
+
+    def emissions(self, sentences: list[list[str]]) -> np.ndarray:
+        """Emission scores [batch, words, tags] of one padded batch."""
+        batch = self.vocab.encode(sentences)
+        (emissions,) = self.session.run(None, {
+            "word_vectors": self.word_vectors[batch.word_ids].astype(np.float32),
+            "char_ids": batch.char_ids,
+            "casing_ids": batch.casing_ids,
+            "lengths": batch.lengths,
+        })
+        return emissions
+
+    def tag(self, sentences: list[list[str]]) -> list[list[str]]:
+        tags: list[list[str]] = [[] for _ in sentences]
+        nonempty = [i for i, s in enumerate(sentences) if s]
+        for positions in batches_by_length([sentences[i] for i in nonempty], self.batch_size):
+            indices = [nonempty[p] for p in positions]
+            batch = [sentences[i] for i in indices]
+            lengths = np.array([len(s) for s in batch])
+            paths = viterbi(self.emissions(batch), lengths, self.transitions, self.start, self.end)
+            for i, path, length in zip(indices, paths, lengths, strict=True):
+                tags[i] = [self.vocab.tags[t] for t in path[:length]]
+        return tags
