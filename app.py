@@ -1,0 +1,244 @@
+"""The NER web service: a Flask application factory and `app` for `gunicorn app:app`.
+
+The model is loaded once per process, in a background thread, when a gunicorn
+worker starts (gunicorn.conf.py) or at the first request otherwise: importing
+this module is cheap and never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, request, send_file
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+
+import serve
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent
+WARM_UP_TEXT = "Angela Merkel visited Washington."
+
+
+def settings_from_env() -> dict[str, Any]:
+    """Every setting the service reads from the environment, with its default."""
+    env = os.environ
+    return {
+        "NER_MODEL_DIR": env.get("NER_MODEL_DIR", str(serve.DEFAULT_MODEL_DIR)),
+        "NER_BACKEND": env.get("NER_BACKEND", "onnx"),
+        # Comma-separated origins allowed to call the API from a browser; * is any.
+        "NER_CORS_ORIGINS": env.get("NER_CORS_ORIGINS", "*"),
+        # Flask answers 413 by itself for a body over MAX_CONTENT_LENGTH bytes.
+        "MAX_CONTENT_LENGTH": int(env.get("NER_MAX_BODY_BYTES", str(1024 * 1024))),
+        "NER_MAX_TEXT_CHARS": int(env.get("NER_MAX_TEXT_CHARS", "10000")),
+        "NER_MAX_TEXTS": int(env.get("NER_MAX_TEXTS", "50")),
+        # How long a request waits for a model that is still loading before a 503.
+        "NER_LOAD_WAIT_S": float(env.get("NER_LOAD_WAIT_S", "10")),
+    }
+
+
+class ApiError(Exception):
+    """An error answered as JSON {"error": {"code", "message"}} with `status`."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class ModelLoader:
+    """The model of one process, loaded and warmed up once in a background thread.
+
+    A thread, not the request, loads it so that /healthz and /readyz answer
+    meanwhile. It is started after gunicorn forks its workers, never before:
+    threads do not survive a fork.
+    """
+
+    def __init__(self, load: Callable[[], serve.ModelApi]):
+        self._load = load
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.api: serve.ModelApi | None = None
+        self.failed = False
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            api = self._load()
+            api([WARM_UP_TEXT])  # the first prediction pays for lazy initialisation
+        except Exception:
+            log.exception("the model failed to load")
+            self.failed = True
+            return
+        self.api = api
+        self._ready.set()
+        log.info("model ready: %s", api.info["version"])
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait(self, timeout: float) -> serve.ModelApi:
+        """The loaded model; ApiError 503 if it is not ready within `timeout` seconds."""
+        self.start()
+        if not self.failed and self._ready.wait(timeout):
+            return self.api
+        message = "the model failed to load" if self.failed else "the model is still loading; retry shortly"
+        raise ApiError(503, "not_ready", message)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.json.sort_keys = False  # answers keep the documented field order
+    app.config.update(settings_from_env())
+    app.config.update(config or {})
+
+    origins = app.config["NER_CORS_ORIGINS"]
+    allowed = "*" if origins.strip() == "*" else [o.strip() for o in origins.split(",") if o.strip()]
+    CORS(app, resources={r"/api*": {"origins": allowed}}, methods=["GET", "POST"], allow_headers=["Content-Type"])
+
+    loader = ModelLoader(lambda: serve.get_model_api(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
+    app.extensions["ner_model"] = loader
+
+    register_error_handlers(app)
+    register_routes(app, loader)
+    return app
+
+
+def model_loader(app: Flask) -> ModelLoader:
+    """The app's model loader; gunicorn.conf.py starts it in each worker."""
+    return app.extensions["ner_model"]
+
+
+def register_routes(app: Flask, loader: ModelLoader) -> None:
+    @app.before_request
+    def start_loading() -> None:
+        # Servers other than gunicorn (python app.py, flask run) load at the first request.
+        loader.start()
+
+    @app.get("/")
+    def index() -> Response:
+        return jsonify(
+            name="Named-entity recognition API",
+            endpoints={
+                "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}',
+                "GET /api/model": "the model: version, tags, dev and test F1",
+                "GET /client": "a web page to try the API",
+                "GET /healthz": "the process is alive",
+                "GET /readyz": "the model is loaded and warmed up (503 before)",
+            },
+        )
+
+    @app.get("/client")
+    def client() -> Response:
+        return send_file(ROOT / "simple_client.html", mimetype="text/html")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> Response | tuple[Response, int]:
+        if loader.ready:
+            return jsonify(status="ready")
+        status = "failed" if loader.failed else "loading"
+        return jsonify(status=status), 503
+
+    @app.get("/api/model")
+    def api_model() -> Response:
+        return jsonify(loader.wait(app.config["NER_LOAD_WAIT_S"]).info)
+
+    @app.post("/api")
+    def api() -> Response:
+        texts, single = parse_texts(request.get_data(cache=False))
+        # For gunicorn's access log line (gunicorn.conf.py): how much text, never the text.
+        request.environ["ner.text_chars"] = sum(len(t) for t in texts)
+        max_texts, max_chars = app.config["NER_MAX_TEXTS"], app.config["NER_MAX_TEXT_CHARS"]
+        if len(texts) > max_texts:
+            raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {max_texts} a request")
+        for i, text in enumerate(texts):
+            if len(text) > max_chars:
+                where = "text" if single else f"texts[{i}]"
+                raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
+        results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts)
+        return jsonify(results[0] if single else {"results": results})
+
+
+def parse_texts(body: bytes) -> tuple[list[str], bool]:
+    """The texts of a request body, and whether it held a single text.
+
+    Accepted: a JSON string (the original api_ner contract), {"text": "..."}
+    or {"texts": ["...", ...]}. The Content-Type is not checked, so that a
+    plain `curl -d` works too.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:  # also UnicodeDecodeError
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+    if isinstance(data, str):
+        return [data], True
+    if not isinstance(data, dict) or ("text" in data) == ("texts" in data):
+        raise ApiError(
+            400, "invalid_request", 'the body must be a JSON string, {"text": "..."} or {"texts": ["...", ...]}'
+        )
+    if "text" in data:
+        if not isinstance(data["text"], str):
+            raise ApiError(400, "invalid_type", "'text' must be a string")
+        return [data["text"]], True
+    texts = data["texts"]
+    if not isinstance(texts, list):
+        raise ApiError(400, "invalid_type", "'texts' must be a list of strings")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ApiError(400, "invalid_type", f"'texts[{i}]' must be a string")
+    return texts, False
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error, ours or Flask's, as JSON {"error": {"code", "message"}}."""
+
+    def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+        return jsonify(error={"code": code, "message": message}), status
+
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError) -> tuple[Response, int]:
+        response, status = error_response(error.status, error.code, error.message)
+        if status == 503:
+            response.headers["Retry-After"] = "1"
+        return response, status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        # Keep Werkzeug's response for its headers (Allow on a 405), with a JSON body.
+        response = error.get_response()
+        code, message = (error.name or "error").lower().replace(" ", "_"), error.description
+        if error.code == 413:
+            code, message = "body_too_large", f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes"
+        response.data = json.dumps({"error": {"code": code, "message": message}})
+        response.content_type = "application/json"
+        return response
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception) -> tuple[Response, int]:
+        # The trace goes to the log, never to the client.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error")
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    # Local development only: Flask's server, no debugger, loopback unless told otherwise.
+    app.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")), debug=False)

@@ -1,0 +1,27 @@
+"""gunicorn settings, read from the working directory by `gunicorn app:app` (Procfile)."""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+# Heroku sets WEB_CONCURRENCY from the dyno's memory. Sync workers: tagging is
+# CPU-bound, so one request a worker at a time is the right concurrency.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Under Heroku's 30 s router limit, so a stuck worker is replaced before the
+# router gives up on the request.
+timeout = 25
+graceful_timeout = 20
+# Preloading imports Flask, syntok and the app once in the master. The model
+# itself is loaded in each worker after the fork (post_worker_init): a loader
+# thread started before a fork would not exist in the workers, and the word
+# vectors are memory-mapped, so workers share those pages anyway.
+preload_app = True
+# One line a request to stdout, with how much text was tagged (app.py puts it
+# in the WSGI environ), never the text itself.
+accesslog = "-"
+access_log_format = "%(m)s %(U)s %(s)s %(M)sms text_chars=%({ner.text_chars}e)s"
+
+
+def post_worker_init(worker):
+    from app import model_loader
+
+    model_loader(worker.wsgi).start()

@@ -1,0 +1,183 @@
+"""The model behind the web API: text in; tokens, tags and entities out.
+
+`get_model_api()` loads the tagger once and returns `model_api`, which tags many
+texts in one call. No Flask here: app.py does the HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from syntok import segmenter
+
+from model.tags import entity_spans
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "results" / "crf"
+BACKENDS = ("onnx", "tensorflow")
+# The files that make up the model, hashed into its version (metrics.json is a
+# report about the model, not part of it).
+MODEL_FILES = ("config.json", "vocab.json", "word_vectors.npy", "weights.npz", "tagger.onnx", "crf.npz")
+
+# syntok splits some words that CoNLL-2003 keeps whole; the model was trained on
+# CoNLL tokens, so tokenize() joins them back (see _joins_previous).
+_HYPHENS = frozenset("\u00ad\u058a\u05be\u0f0c\u1400\u1806\u2010\u2011\u2012\u2e17\u30a0-_")
+_APOSTROPHES = "'\u2019"
+_CLITICS = frozenset({"'s", "'re", "'ve", "'ll", "'d", "'m"})
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    start: int  # character offset into the input
+    end: int  # one past the last character
+
+
+class Tagger(Protocol):
+    """What both backends (model.runtime.OnnxTagger, model.artifact.TensorFlowTagger) offer."""
+
+    vocab: Any  # model.vocab.Vocab; serving reads its tag list
+
+    def tag(self, sentences: list[list[str]]) -> list[list[str]]: ...
+
+
+class ModelApi(Protocol):
+    """`model_api(texts)` gives one result dict a text; `info` describes the model."""
+
+    info: dict[str, Any]
+
+    def __call__(self, texts: list[str]) -> list[dict[str, Any]]: ...
+
+
+def tokenize(text: str) -> list[list[Token]]:
+    """Split text into sentences of tokens, with character offsets into `text`.
+
+    syntok segments and tokenizes, keeping punctuation as tokens and "n't" and
+    "'s" apart as CoNLL does. Where syntok splits what CoNLL keeps whole, the
+    pieces are joined again: hyphenated words ("Anglo-Dutch"), inner capitals
+    ("McCague"), apostrophes inside names ("O'Gorman") and the period of an
+    abbreviation inside a sentence ("U.S.", "P.").
+    """
+    sentences: list[list[Token]] = []
+    for paragraph in segmenter.analyze(text):
+        for sentence in paragraph:
+            pieces = [t for t in sentence if t.value]  # syntok ends a text with an empty token
+            tokens: list[Token] = []
+            for i, piece in enumerate(pieces):
+                end = piece.offset + len(piece.value)
+                if tokens and _joins_previous(tokens[-1].text, piece.spacing, piece.value, i == len(pieces) - 1):
+                    tokens[-1] = Token(text[tokens[-1].start : end], tokens[-1].start, end)
+                else:
+                    tokens.append(Token(piece.value, piece.offset, end))
+            if tokens:
+                sentences.append(tokens)
+    return sentences
+
+
+def _joins_previous(previous: str, spacing: str, value: str, last_in_sentence: bool) -> bool:
+    if spacing:
+        # syntok drops a hyphen or underscore between two words into the
+        # spacing of the second; any other spacing is whitespace.
+        return set(spacing) <= _HYPHENS
+    if previous[-1].isalpha() and value[0].isupper():
+        return True
+    if value[0] in _APOSTROPHES and len(value) > 1:
+        clitic = "'" + value[1:].lower()
+        return previous[-1].isalpha() and clitic not in _CLITICS
+    # A period the segmenter did not end the sentence with belongs to an abbreviation.
+    return value == "." and not last_in_sentence and previous[-1].isalnum()
+
+
+def align_data(data: dict[str, list[str]]) -> dict[str, str]:
+    """Sequences of equal length as strings whose items line up in columns, as
+    the original api_ner did: {"input": tokens, "output": tags} ->
+    {"input": "I love Paris", "output": "O O    B-LOC"}."""
+    widths = [max(len(item) for item in column) for column in zip(*data.values(), strict=True)]
+    return {key: " ".join(item.ljust(w) for item, w in zip(seq, widths, strict=True)) for key, seq in data.items()}
+
+
+def annotate(text: str, sentences: list[list[Token]], tags: list[list[str]]) -> dict[str, Any]:
+    """The result for one text, from its tokenized sentences and their tags."""
+    tokens = [token for sentence in sentences for token in sentence]
+    entities = []
+    for sentence, sentence_tags in zip(sentences, tags, strict=True):
+        # Spans are decoded per sentence: an entity never crosses a sentence boundary.
+        for span in entity_spans(sentence_tags):
+            start, end = sentence[span.start].start, sentence[span.end - 1].end
+            entities.append({"text": text[start:end], "type": span.type, "start": start, "end": end})
+    flat_tags = [tag for sentence_tags in tags for tag in sentence_tags]
+    return {
+        **align_data({"input": [t.text for t in tokens], "output": flat_tags}),
+        "tokens": [{"text": t.text, "start": t.start, "end": t.end} for t in tokens],
+        "tags": flat_tags,
+        "entities": entities,
+    }
+
+
+def load_tagger(directory: Path, backend: str) -> Tagger:
+    """The backend module is imported here, not at the top, so that the default
+    (onnx) never imports TensorFlow."""
+    if backend == "onnx":
+        from model.runtime import OnnxTagger
+
+        return OnnxTagger(directory)
+    if backend == "tensorflow":
+        from model.artifact import TensorFlowTagger
+
+        return TensorFlowTagger(directory)
+    raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]:
+    """Name, version (a hash of the model files), tag set and scores of the model."""
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        path = directory / name
+        if path.exists():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    metrics_path = directory / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    config_path = directory / "config.json"
+    return {
+        "name": "BiLSTM-CRF named-entity tagger (CoNLL-2003 English)",
+        "directory": directory.name,
+        "backend": backend,
+        "version": digest.hexdigest()[:16],
+        "tags": tags,
+        "entity_types": sorted({tag[2:] for tag in tags if tag != "O"}),
+        "dev_f1": metrics.get("dev", {}).get("f1"),
+        "test_f1": metrics.get("test", {}).get("f1"),
+        "config": json.loads(config_path.read_text()) if config_path.exists() else None,
+    }
+
+
+def get_model_api(model_dir: str | Path | None = None, backend: str | None = None) -> ModelApi:
+    """Load the model once and return `model_api(texts) -> [result, ...]`.
+
+    model_dir defaults to $NER_MODEL_DIR, else results/crf; backend to
+    $NER_BACKEND, else "onnx".
+    """
+    directory = Path(model_dir or os.environ.get("NER_MODEL_DIR") or DEFAULT_MODEL_DIR)
+    backend = backend or os.environ.get("NER_BACKEND") or "onnx"
+    tagger = load_tagger(directory, backend)
+
+    def model_api(texts: list[str]) -> list[dict[str, Any]]:
+        tokenized = [tokenize(text) for text in texts]
+        # Every sentence of every text in one call: the tagger pads them in
+        # batches of similar length.
+        sentences = [[t.text for t in sentence] for text_sentences in tokenized for sentence in text_sentences]
+        tags = iter(tagger.tag(sentences) if sentences else [])
+        return [
+            annotate(text, text_sentences, [next(tags) for _ in text_sentences])
+            for text, text_sentences in zip(texts, tokenized, strict=True)
+        ]
+
+    api: Any = model_api
+    api.info = model_info(directory, backend, list(tagger.vocab.tags))
+    return api
+
