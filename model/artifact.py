@@ -48,11 +48,18 @@ def set_weights(tagger: Tagger, weights: dict[str, np.ndarray]) -> None:
 
 
 def save(tagger: Tagger, vocab: Vocab, config: Config, directory: Path) -> None:
+    """Save with the tuned offsets folded into the word vectors (and zeroed in
+    the weights), so that every consumer reads one vector a word."""
     directory.mkdir(parents=True, exist_ok=True)
     config.save(directory / CONFIG)
     vocab.save(directory / VOCAB)
-    np.save(directory / WORD_VECTORS, tagger.word_embedding.embeddings.numpy().astype(np.float16))
-    np.savez(directory / WEIGHTS, **trained_weights(tagger))
+    vectors = tagger.word_embedding.embeddings.numpy().astype(np.float32)
+    offsets = tagger.word_tuning.embeddings.numpy()
+    vectors[: tagger.tuned_words] += offsets[: tagger.tuned_words]
+    np.save(directory / WORD_VECTORS, vectors.astype(np.float16))
+    weights = trained_weights(tagger)
+    weights["word_tuning/embeddings"] = np.zeros_like(offsets)
+    np.savez(directory / WEIGHTS, **weights)
 
 
 def load(directory: Path) -> tuple[Tagger, Vocab, Config]:

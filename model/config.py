@@ -12,6 +12,11 @@ class Config:
     # Pretrained GloVe rows kept besides the training words: words the service
     # meets outside CoNLL still get a vector (the vectors stay frozen).
     keep_pretrained: int = 100_000
+    # Fine-tune the vectors of the training words (the first rows of the
+    # vocabulary) by a trainable offset; words unseen in training keep GloVe's.
+    tune_training_words: bool = True
+    # Rows of the vocabulary that are tuned; set when the vocabulary is built.
+    tuned_words: int = 0
     char_dim: int = 30
     char_filters: int = 50
     char_kernel: int = 3

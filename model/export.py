@@ -129,26 +129,29 @@ def export_saved_model(directory: Path) -> None:
 
     from model.artifact import load
 
-    import keras
-
     tagger, _, _ = load(directory)
     spec = tf.TensorSpec
 
-    def serve(word_ids, char_ids, casing_ids, lengths):
-        emissions = tagger(word_ids, char_ids, casing_ids)
-        return {"emissions": emissions, "tag_ids": tagger.crf.decode(emissions, lengths)}
+    class Serving(tf.Module):
+        def __init__(self):
+            super().__init__()
+            # The plain variables, tracked once (Keras' own export stores them twice).
+            self.tagger_variables = [v.value for v in tagger.weights]
 
-    archive = keras.export.ExportArchive()
-    archive.track(tagger)
-    archive.add_endpoint("serving_default", serve, input_signature=[
-        spec([None, None], tf.int32, "word_ids"),
-        spec([None, None, None], tf.int32, "char_ids"),
-        spec([None, None], tf.int32, "casing_ids"),
-        spec([None], tf.int32, "lengths"),
-    ])
+        @tf.function(input_signature=[
+            spec([None, None], tf.int32, "word_ids"),
+            spec([None, None, None], tf.int32, "char_ids"),
+            spec([None, None], tf.int32, "casing_ids"),
+            spec([None], tf.int32, "lengths"),
+        ])
+        def serve(self, word_ids, char_ids, casing_ids, lengths):
+            emissions = tagger(word_ids, char_ids, casing_ids)
+            return {"emissions": emissions, "tag_ids": tagger.crf.decode(emissions, lengths)}
+
+    module = Serving()
     target = directory / SAVED_MODEL_DIR
     shutil.rmtree(target, ignore_errors=True)
-    archive.write_out(str(target), verbose=False)
+    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
 
 
 def write_crf(directory: Path, weights: dict[str, np.ndarray]) -> None:

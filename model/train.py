@@ -8,6 +8,7 @@ Progress goes to the terminal and to <run-dir>/train.log.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -30,12 +31,14 @@ log = logging.getLogger("train")
 
 
 def word_vectors_for(vocab: Vocab, glove_words: list[str], glove_vectors: np.ndarray) -> np.ndarray:
-    """Rows of GloVe in vocabulary order: zeros for padding, the mean vector for unknown words."""
+    """Rows of GloVe in vocabulary order: the mean vector for unknown words,
+    zeros for padding and for training words that GloVe lacks."""
     index = {w: i for i, w in enumerate(glove_words)}
     vectors = np.zeros((len(vocab.words), glove_vectors.shape[1]), dtype=np.float32)
     vectors[1] = glove_vectors.mean(axis=0)
     for i, word in enumerate(vocab.words[2:], start=2):
-        vectors[i] = glove_vectors[index[word]]
+        if word in index:
+            vectors[i] = glove_vectors[index[word]]
     return vectors
 
 
@@ -108,7 +111,11 @@ def train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> float
     train_set = read_conll(data_dir / "train.txt")
     dev_set = read_conll(data_dir / "valid.txt")
     glove_words, glove_vectors = glove.load()
-    vocab = Vocab.build([(s.words, s.tags) for s in train_set], glove_words, config.keep_pretrained)
+    pairs = [(s.words, s.tags) for s in train_set]
+    vocab = Vocab.build(pairs, glove_words, config.keep_pretrained, keep_unvectored=config.tune_training_words)
+    if config.tune_training_words:
+        training_words = {w.lower() for words, _ in pairs for w in words}
+        config = dataclasses.replace(config, tuned_words=2 + len(training_words))
     tagger = artifact.build_tagger(config, vocab, word_vectors_for(vocab, glove_words, glove_vectors))
     log.info("vocabulary: %d words, %d chars, tags %s", len(vocab.words), len(vocab.chars), vocab.tags)
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
@@ -163,6 +170,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=Config.max_epochs)
     parser.add_argument("--lstm-units", type=int, default=Config.lstm_units)
     parser.add_argument("--batch-size", type=int, default=Config.batch_size)
+    parser.add_argument("--frozen-words", action="store_true", help="keep every word vector as GloVe has it")
     args = parser.parse_args()
     args.run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
@@ -170,7 +178,8 @@ def main() -> None:
         format="%(asctime)s %(message)s",
         handlers=[logging.StreamHandler(), logging.FileHandler(args.run_dir / "train.log")],
     )
-    config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size)
+    config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
+                    tune_training_words=not args.frozen_words)
     train(config, args.data_dir, args.out, args.run_dir)
 
 

@@ -63,21 +63,22 @@ class Vocab:
         sentences: list[tuple[list[str], list[str]]],
         pretrained_words: list[str],
         keep_pretrained: int,
-        min_char_count: int = 1,
+        keep_unvectored: bool,
     ) -> Vocab:
-        """Words: the `keep_pretrained` most frequent pretrained words, plus every
-        training word that has a pretrained vector (lowercased, as GloVe is).
-        Training words without one are left to the unknown vector and the
-        character features. Characters and tags come from the training data."""
+        """Words, lowercased as GloVe is: first the training words, most frequent
+        first (those without a pretrained vector only if `keep_unvectored`), then
+        the `keep_pretrained` most frequent pretrained words not seen in training,
+        so that text beyond CoNLL still meets known words. Characters and tags
+        come from the training data."""
         pretrained = set(pretrained_words)
-        training_words = {w.lower() for words, _ in sentences for w in words} & pretrained
-        kept = pretrained_words[:keep_pretrained]
-        kept_set = set(kept)
-        words = [PAD, UNK] + kept + sorted(training_words - kept_set)
-        char_counts = Counter(ch for words_, _ in sentences for w in words_ for ch in w)
-        chars = [PAD, UNK] + sorted(c for c, n in char_counts.items() if n >= min_char_count)
-        tags = sorted({t for _, tags_ in sentences for t in tags_}, key=_tag_order)
-        return cls(words, chars, tags)
+        counts = Counter(w.lower() for words, _ in sentences for w in words)
+        training = [w for w, _ in counts.most_common() if keep_unvectored or w in pretrained]
+        seen = set(training)
+        extra = [w for w in pretrained_words[:keep_pretrained] if w not in seen]
+        char_counts = Counter(ch for words, _ in sentences for w in words for ch in w)
+        chars = [PAD, UNK] + sorted(char_counts)
+        tags = sorted({t for _, tags in sentences for t in tags}, key=_tag_order)
+        return cls([PAD, UNK] + training + extra, chars, tags)
 
     def encode(self, sentences: list[list[str]]) -> Batch:
         """Pad a list of tokenized sentences into id arrays."""

@@ -1,0 +1,62 @@
+"""Score a trained model: `python -m model.evaluate --split test [--model results/crf]`.
+
+Prints a conlleval-style table for a split of the data directory (train,
+valid, test) or for any CoNLL file (--file). Scores of the dev and test splits
+are also written to <model>/metrics.json, which the service reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from model.backends import BACKENDS, load_tagger
+from model.data import DEFAULT_DATA_DIR, read_conll
+from model.tags import Report, format_report, score
+
+METRICS_FILE = "metrics.json"
+METRICS_KEYS = {"valid": "dev", "test": "test"}
+
+
+def evaluate(directory: Path, path: Path, backend: str = "tensorflow") -> Report:
+    sentences = read_conll(path)
+    predicted = load_tagger(directory, backend).tag([s.words for s in sentences])
+    return score([s.tags for s in sentences], predicted)
+
+
+def record(directory: Path, split: str, path: Path, report: Report) -> None:
+    """Keep the split's figures in metrics.json beside the model."""
+    metrics_path = directory / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics[METRICS_KEYS[split]] = {
+        "file": path.name,
+        "f1": round(report.overall.f1, 2),
+        "precision": round(report.overall.precision, 2),
+        "recall": round(report.overall.recall, 2),
+        "token_accuracy": round(report.token_accuracy, 2),
+        "by_type": {t: {k: round(v, 2) for k, v in asdict(s).items()} for t, s in report.by_type.items()},
+    }
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("results/crf"), help="trained model directory")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--split", choices=["train", "valid", "test"], default="valid")
+    source.add_argument("--file", type=Path, help="any CoNLL file (2 or 4 columns)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--backend", choices=BACKENDS, default="tensorflow")
+    args = parser.parse_args()
+    path = args.file or args.data_dir / f"{args.split}.txt"
+    report = evaluate(args.model, path, args.backend)
+    print(f"{path} ({args.backend} backend)")
+    print(format_report(report))
+    if args.file is None and args.split in METRICS_KEYS:
+        record(args.model, args.split, path, report)
+
+
+if __name__ == "__main__":
+    main()
