@@ -1,0 +1,170 @@
+"""serve.py: tokenization, alignment, entity offsets, batching, and the real model."""
+
+from __future__ import annotations
+
+import re
+
+import regex
+from hypothesis import given
+from hypothesis import strategies as st
+
+import serve
+from model.data import DEFAULT_DATA_DIR, read_conll
+from serve import Token, align_data, annotate, tokenize
+
+
+def words(text: str) -> list[list[str]]:
+    return [[t.text for t in sentence] for sentence in tokenize(text)]
+
+
+def test_punctuation_is_kept_as_tokens_with_offsets():
+    text = "Hello, world! (Really?)"
+    assert words(text) == [["Hello", ",", "world", "!"], ["(", "Really", "?", ")"]]
+    for token in (t for sentence in tokenize(text) for t in sentence):
+        assert text[token.start : token.end] == token.text
+
+
+def test_sentences_are_split():
+    assert words("I love Paris. Angela Merkel visited Washington.\n\nNew paragraph here") == [
+        ["I", "love", "Paris", "."],
+        ["Angela", "Merkel", "visited", "Washington", "."],
+        ["New", "paragraph", "here"],
+    ]
+
+
+def test_conll_conventions():
+    # CoNLL splits clitics off; it keeps hyphenated words, inner capitals,
+    # apostrophes inside names and abbreviations whole.
+    assert words("Britain's prime minister doesn't like Anglo-Dutch talks") == [
+        ["Britain", "'s", "prime", "minister", "does", "n't", "like", "Anglo-Dutch", "talks"]
+    ]
+    assert words("M. McCague and Tim O'Gorman of the U.S. team won") == [
+        ["M.", "McCague", "and", "Tim", "O'Gorman", "of", "the", "U.S.", "team", "won"]
+    ]
+    # A sentence-final period stays a token of its own.
+    assert words("He lives in Paris.") == [["He", "lives", "in", "Paris", "."]]
+
+
+def test_empty_and_whitespace_text_have_no_sentences():
+    assert tokenize("") == []
+    assert tokenize(" \n\t ") == []
+
+
+# Whitespace as syntok sees it: Unicode White_Space and the zero-width space
+# (Python's str.isspace() also counts the control characters \x1c-\x1f).
+SPACE = regex.compile(r"[\s\u200b]+")
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_offsets_always_point_at_the_token_text(text):
+    tokens = [t for sentence in tokenize(text) for t in sentence]
+    previous_end = 0
+    for token in tokens:
+        assert token.text and text[token.start : token.end] == token.text
+        assert not SPACE.search(token.text)
+        assert token.start >= previous_end
+        previous_end = token.end
+    assert "".join(t.text for t in tokens) == SPACE.sub("", text), "only whitespace is left out"
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Text as it would be written, from CoNLL tokens."""
+    text = " ".join(tokens)
+    text = re.sub(r" ([.,:;!?%)\]}]|'s|'S|n't|'re|'ve|'ll|'d|'m)(?= |$)", r"\1", text)
+    return re.sub(r"([(\[{$]) ", r"\1", text)
+
+
+def test_detokenized_dev_sentences_tokenize_back_to_conll_tokens():
+    sentences = read_conll(DEFAULT_DATA_DIR / "valid.txt")
+    same = sum(
+        [t.text for sentence in tokenize(detokenize(s.words)) for t in sentence] == s.words for s in sentences
+    )
+    # 95.5% when written: most of the rest are sports tables (".596", "+44").
+    assert same / len(sentences) >= 0.93, f"{same} of {len(sentences)}"
+
+
+def test_align_data_pads_tokens_and_tags_to_the_same_width():
+    aligned = align_data({"input": ["I", "love", "Paris", "'s"], "output": ["O", "O", "B-LOC", "O"]})
+    assert aligned == {"input": "I love Paris 's", "output": "O O    B-LOC O "}
+    assert align_data({"input": [], "output": []}) == {"input": "", "output": ""}
+
+
+def test_entities_have_character_offsets_into_the_original_text():
+    text = "  Angela   Merkel\nvisited  New-York.  Smith left."
+    sentences = tokenize(text)
+    assert len(sentences) == 2
+    tags = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["I-PER", "O", "O"]]
+    result = annotate(text, sentences, tags)
+    assert result["entities"] == [
+        {"text": "Angela   Merkel", "type": "PER", "start": 2, "end": 17},
+        {"text": "New-York", "type": "LOC", "start": 27, "end": 35},
+        # An I- tag opening a sentence starts an entity (conlleval), which never
+        # reaches back into the sentence before.
+        {"text": "Smith", "type": "PER", "start": 38, "end": 43},
+    ]
+    assert result["tags"] == [tag for sentence in tags for tag in sentence]
+    assert result["input"].split() == [t["text"] for t in result["tokens"]]
+
+
+class RecordingTagger:
+    """Tags every token O and records the calls."""
+
+    def __init__(self):
+        self.calls: list[list[list[str]]] = []
+        self.vocab = type("Vocab", (), {"tags": ["O", "B-LOC", "I-LOC"]})()
+
+    def tag(self, sentences):
+        self.calls.append(sentences)
+        return [["O"] * len(s) for s in sentences]
+
+
+def test_all_sentences_of_all_texts_go_to_the_tagger_in_one_call(monkeypatch, tmp_path):
+    tagger = RecordingTagger()
+    monkeypatch.setattr(serve, "load_tagger", lambda directory, backend: tagger)
+    model_api = serve.get_model_api(tmp_path, "onnx")
+    results = model_api(["One. Two three.", "", "Four"])
+    assert tagger.calls == [[["One", "."], ["Two", "three", "."], ["Four"]]]
+    assert [r["tags"] for r in results] == [["O"] * 5, [], ["O"]]
+    assert model_api.info["dev_f1"] is None  # no metrics.json in this directory
+
+
+def test_an_unknown_backend_is_refused(tmp_path):
+    try:
+        serve.load_tagger(tmp_path, "pytorch")
+    except ValueError as error:
+        assert "pytorch" in str(error)
+    else:
+        raise AssertionError("no error for an unknown backend")
+
+
+def test_the_model_finds_obvious_entities(model_api):
+    paris, merkel = model_api(["I love Paris", "Angela Merkel visited Washington."])
+    assert paris["tags"] == ["O", "O", "B-LOC"]
+    assert paris["input"] == "I love Paris" and paris["output"] == "O O    B-LOC"
+    assert {(e["text"], e["type"]) for e in merkel["entities"]} >= {("Angela Merkel", "PER"), ("Washington", "LOC")}
+
+
+def test_a_batch_gives_what_texts_one_at_a_time_give(model_api):
+    texts = [
+        "Angela Merkel visited Washington. She met Barack Obama.",
+        "",
+        "The European Union said on Monday it would not follow Germany's call.",
+        "Manchester United beat Arsenal 2-0 at Old Trafford on Saturday.",
+    ]
+    assert model_api(texts) == [model_api([text])[0] for text in texts]
+
+
+def test_results_for_empty_and_whitespace_texts_are_empty(model_api):
+    for text in ("", "   \n "):
+        assert model_api([text]) == [{"input": "", "output": "", "tokens": [], "tags": [], "entities": []}]
+
+
+def test_entity_offsets_slice_the_input(model_api):
+    text = "Reuters reported from  Paris that Angela Merkel and the U.N. agreed.\nBritain's Tony Blair disagreed."
+    (result,) = model_api([text])
+    assert result["entities"], "no entities found"
+    for entity in result["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+    assert [Token(t["text"], t["start"], t["end"]) for t in result["tokens"]] == [
+        t for sentence in tokenize(text) for t in sentence
+    ]
