@@ -1,0 +1,319 @@
+"""app.py through Flask's test client: every route and every error, with the real model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+import app as app_module
+import serve
+from app import create_app, model_loader, settings_from_env
+from tests.service_fixtures import ROOT, TEST_LIMITS, free_port, http, wait_until_ready
+
+PARIS = {
+    "input": "I love Paris",
+    "output": "O O    B-LOC",
+    "tokens": [
+        {"text": "I", "start": 0, "end": 1},
+        {"text": "love", "start": 2, "end": 6},
+        {"text": "Paris", "start": 7, "end": 12},
+    ],
+    "tags": ["O", "O", "B-LOC"],
+    "entities": [{"text": "Paris", "type": "LOC", "start": 7, "end": 12}],
+}
+EMPTY = {"input": "", "output": "", "tokens": [], "tags": [], "entities": []}
+
+
+def error_of(response) -> dict:
+    assert response.is_json, response.data
+    return response.get_json()["error"]
+
+
+# The routes.
+
+
+def test_index_lists_the_endpoints(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert {"POST /api", "GET /api/model", "GET /client", "GET /healthz", "GET /readyz"} <= set(
+        response.get_json()["endpoints"]
+    )
+
+
+def test_client_page_is_served(client):
+    response = client.get("/client")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert b"code.jquery.com/jquery-3.7.1.min.js" in response.data
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_readyz_once_loaded(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.get_json() == {"status": "ready"}
+
+
+def test_api_model_describes_the_model(client, app):
+    info = client.get("/api/model").get_json()
+    directory = ROOT / app.config["NER_MODEL_DIR"]
+    metrics_file = directory / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    assert info["dev_f1"] == metrics.get("dev", {}).get("f1")
+    assert info["test_f1"] == metrics.get("test", {}).get("f1")
+    assert {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"} == set(info["tags"])
+    assert info["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
+    assert len(info["version"]) == 16 and info["backend"] == app.config["NER_BACKEND"]
+
+
+def test_post_a_json_string_as_the_original_api_did(client):
+    response = client.post("/api", data=json.dumps("I love Paris"), content_type="application/json")
+    assert response.status_code == 200 and response.get_json() == PARIS
+
+
+def test_post_an_object_with_text(client):
+    assert client.post("/api", json={"text": "I love Paris"}).get_json() == PARIS
+
+
+def test_post_texts_answers_results_in_order(client):
+    response = client.post("/api", json={"texts": ["I love Paris", "", "Angela Merkel visited Washington."]})
+    results = response.get_json()["results"]
+    assert results[:2] == [PARIS, EMPTY]
+    assert {(e["text"], e["type"]) for e in results[2]["entities"]} >= {("Angela Merkel", "PER"), ("Washington", "LOC")}
+    assert client.post("/api", json={"texts": []}).get_json() == {"results": []}
+
+
+def test_the_content_type_is_not_required(client):
+    # A plain `curl -d '"I love Paris"'` sends application/x-www-form-urlencoded.
+    response = client.post("/api", data=b'"I love Paris"', content_type="application/x-www-form-urlencoded")
+    assert response.get_json() == PARIS
+
+
+def test_empty_and_whitespace_text_give_empty_results(client):
+    for text in ("", "  \n\t"):
+        response = client.post("/api", json=text)
+        assert response.status_code == 200 and response.get_json() == EMPTY
+
+
+# The errors.
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"I love Paris", b'"unterminated', b"\xff\xfe\x00"])
+def test_a_body_that_is_not_json_is_400(client, body):
+    response = client.post("/api", data=body, content_type="application/json")
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "payload", [None, 42, ["I love Paris"], {}, {"txt": "Paris"}, {"text": "a", "texts": ["b"]}]
+)
+def test_json_of_the_wrong_shape_is_400(client, payload):
+    response = client.post("/api", data=json.dumps(payload), content_type="application/json")
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"text": 3}, "'text'"),
+        ({"text": None}, "'text'"),
+        ({"texts": "I love Paris"}, "'texts'"),
+        ({"texts": ["fine", ["nested"]]}, "'texts[1]'"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_400_naming_it(client, payload, field):
+    response = client.post("/api", json=payload)
+    error = error_of(response)
+    assert response.status_code == 400 and error["code"] == "invalid_type"
+    assert error["message"].startswith(field)
+
+
+def test_a_body_over_the_byte_limit_is_413(client):
+    body = json.dumps("x" * TEST_LIMITS["MAX_CONTENT_LENGTH"])
+    response = client.post("/api", data=body, content_type="application/json")
+    assert response.status_code == 413 and error_of(response)["code"] == "body_too_large"
+
+
+def test_a_text_over_the_character_limit_is_413(client):
+    limit = TEST_LIMITS["NER_MAX_TEXT_CHARS"]
+    assert client.post("/api", json="a " * (limit // 2)).status_code == 200  # exactly at the limit
+    response = client.post("/api", json={"texts": ["ok", "a" * (limit + 1)]})
+    error = error_of(response)
+    assert response.status_code == 413 and error["code"] == "text_too_long"
+    assert "texts[1]" in error["message"]
+
+
+def test_a_batch_over_the_size_limit_is_413(client):
+    limit = TEST_LIMITS["NER_MAX_TEXTS"]
+    assert client.post("/api", json={"texts": ["Paris"] * limit}).status_code == 200
+    response = client.post("/api", json={"texts": ["Paris"] * (limit + 1)})
+    assert response.status_code == 413 and error_of(response)["code"] == "too_many_texts"
+
+
+def test_a_wrong_method_is_405_with_allow(client):
+    response = client.get("/api")
+    assert response.status_code == 405 and error_of(response)["code"] == "method_not_allowed"
+    assert "POST" in response.headers["Allow"]
+    assert client.post("/healthz").status_code == 405
+
+
+def test_an_unknown_path_is_404(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404 and error_of(response)["code"] == "not_found"
+
+
+def test_an_internal_error_is_500_without_details(client, app, monkeypatch, caplog):
+    def broken(texts):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(model_loader(app), "api", broken)
+    with caplog.at_level(logging.ERROR):
+        response = client.post("/api", json="I love Paris")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal server error"}}
+    assert b"secret" not in response.data and b"Traceback" not in response.data
+    assert "secret internal detail" in caplog.text  # the trace is in the log
+
+
+# Readiness.
+
+
+def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
+    release = threading.Event()
+    warmed_up = []
+    real_model_api = serve.get_model_api
+
+    def slow_model_api(model_dir, backend):
+        release.wait(30)
+        api = real_model_api(model_dir, backend)
+
+        def recording_api(texts):
+            warmed_up.append(texts)
+            return api(texts)
+
+        recording_api.info = api.info
+        return recording_api
+
+    monkeypatch.setattr(serve, "get_model_api", slow_model_api)
+    client = create_app({"NER_LOAD_WAIT_S": 0.1}).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.get_json() == {"status": "loading"}
+    response = client.post("/api", json="I love Paris")
+    assert response.status_code == 503 and error_of(response)["code"] == "not_ready"
+    assert response.headers["Retry-After"] == "1"
+    assert client.get("/healthz").status_code == 200  # alive all the same
+    release.set()
+    deadline = time.monotonic() + 60
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "not ready after 60 s"
+        time.sleep(0.05)
+    assert warmed_up, "ready before a warm-up prediction"
+    assert client.post("/api", json="I love Paris").get_json() == PARIS
+
+
+def test_a_model_that_fails_to_load_is_reported(tmp_path, caplog):
+    flask_app = create_app({"NER_MODEL_DIR": str(tmp_path / "missing")})
+    loader = model_loader(flask_app)
+    loader.start()
+    loader._thread.join(30)
+    client = flask_app.test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.get_json() == {"status": "failed"}
+    response = client.post("/api", json="I love Paris")
+    assert response.status_code == 503 and "failed to load" in error_of(response)["message"]
+    assert "the model failed to load" in caplog.text
+
+
+# CORS.
+
+
+def test_cors_allows_every_origin_by_default(client):
+    preflight = client.options(
+        "/api",
+        headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "Content-Type"},
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] in ("*", "http://elsewhere.example")
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    for response in (
+        client.post("/api", json="Paris", headers={"Origin": "http://elsewhere.example"}),
+        client.post("/api", data=b"{", headers={"Origin": "http://elsewhere.example"}),  # errors too
+    ):
+        assert response.headers["Access-Control-Allow-Origin"] in ("*", "http://elsewhere.example")
+
+
+def test_cors_origins_can_be_restricted(tmp_path):
+    # No model needed: the directory is missing, so the answers are 503s, with CORS headers all the same.
+    client = create_app(
+        {"NER_CORS_ORIGINS": "https://one.example, https://two.example", "NER_MODEL_DIR": str(tmp_path),
+         "NER_LOAD_WAIT_S": 0}
+    ).test_client()
+    allowed = client.post("/api", json="Paris", headers={"Origin": "https://two.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://two.example"
+    refused = client.post("/api", json="Paris", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+# Configuration.
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("NER_MAX_BODY_BYTES", "1234")
+    monkeypatch.setenv("NER_MAX_TEXT_CHARS", "56")
+    monkeypatch.setenv("NER_MAX_TEXTS", "7")
+    monkeypatch.setenv("NER_BACKEND", "tensorflow")
+    settings = settings_from_env()
+    assert (settings["MAX_CONTENT_LENGTH"], settings["NER_MAX_TEXT_CHARS"], settings["NER_MAX_TEXTS"]) == (1234, 56, 7)
+    assert create_app().config["NER_BACKEND"] == "tensorflow"
+
+
+def test_no_debug_mode(app):
+    assert not app.debug and not app_module.app.debug
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_importing_the_app_and_serving_with_onnx_never_imports_tensorflow():
+    code = (
+        "import sys, app\n"
+        "assert 'tensorflow' not in sys.modules and 'onnxruntime' not in sys.modules, 'heavy import'\n"
+        "app.model_loader(app.app).wait(120)\n"
+        "assert 'onnxruntime' in sys.modules\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    result = run_python(code, NER_BACKEND="onnx")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_python_app_py_serves_on_loopback_only():
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", process)
+        listening = {c.laddr for c in psutil.Process(process.pid).net_connections() if c.status == psutil.CONN_LISTEN}
+        assert listening == {("127.0.0.1", port)}
+        status, _, body = http("GET", f"http://127.0.0.1:{port}/console")  # the Werkzeug debugger's page
+        assert status == 404 and b"Werkzeug" not in body
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "Debug mode: off" in output
