@@ -19,6 +19,9 @@ preload_app = True
 # in the WSGI environ), never the text itself.
 accesslog = "-"
 access_log_format = "%(m)s %(U)s %(s)s %(M)sms text_chars=%({ner.text_chars}e)s"
+# gunicorn 27's runtime control socket lives at one path in $HOME, shared by
+# every gunicorn of the user (a test server beside a dev server); not needed here.
+control_socket_disable = True
 
 
 def post_worker_init(worker):
