@@ -1,0 +1,126 @@
+"""simple_client.html in headless Chromium (Debian's, driven by Playwright) against gunicorn.
+
+The page is opened from a second local server, another origin than the API, so
+the calls are cross-origin for real. There is no internet: the page's jQuery
+CDN request is answered with the copy npm installed (package.json).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+
+from tests.service_fixtures import ROOT, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking switches Chromium keeps calling Google's
+# servers, which a closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+JQUERY = ROOT / "node_modules" / "jquery" / "dist" / "jquery.min.js"
+
+
+@pytest.fixture(scope="session")
+def static_site() -> Iterator[str]:
+    """The repository served by a plain static server: the page's own origin."""
+    handler = functools.partial(QuietHandler, directory=str(ROOT))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def serve_jquery(route: Route) -> None:
+    # The page loads jQuery with crossorigin="anonymous" and an integrity hash:
+    # the answer needs a CORS header, and the file must be the CDN's byte for byte.
+    route.fulfill(path=JQUERY, content_type="application/javascript", headers={"Access-Control-Allow-Origin": "*"})
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    context.route("https://code.jquery.com/**", serve_jquery)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def find_entities(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.click("#submit")
+
+
+def test_the_page_from_another_origin_shows_entities(page, static_site, server):
+    api = server.url + "/api"
+    page.goto(f"{static_site}/simple_client.html?api={quote(api, safe='')}")
+    expect(page.locator("#api-url")).to_have_text(api)
+    assert page.evaluate("window.location.origin") != server.url
+    find_entities(page, "Angela Merkel visited Washington.")
+    expect(page.locator("mark.ent-PER")).to_have_text("Angela Merkel")
+    expect(page.locator("mark.ent-LOC")).to_have_text("Washington")
+    expect(page.locator("#entities")).to_have_text("Angela Merkel visited Washington.")
+    expect(page.locator("#input")).to_have_text("Angela Merkel visited Washington  .")
+    expect(page.locator("#output")).to_have_text("B-PER  I-PER  O       B-LOC      O")
+    expect(page.locator("#error")).to_have_text("")
+
+
+def test_the_page_served_by_the_app_calls_its_own_origin(page, server):
+    page.goto(server.url + "/client")
+    expect(page.locator("#api-url")).to_have_text(server.url + "/api")
+    find_entities(page, "I love Paris")
+    expect(page.locator("mark.ent-LOC")).to_have_text("Paris")
+    expect(page.locator("#output")).to_have_text("O O    B-LOC")
+
+
+def test_an_api_error_is_shown(page, static_site, server):
+    page.goto(f"{static_site}/simple_client.html?api={quote(server.url + '/api', safe='')}")
+    find_entities(page, "a" * 10_001)
+    expect(page.locator("#error")).to_contain_text("Error 413: text has 10001 characters; at most 10000")
+
+
+def test_an_unreachable_api_is_shown(page, static_site):
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    page.goto(f"{static_site}/simple_client.html?api={quote(dead, safe='')}")
+    find_entities(page, "I love Paris")
+    expect(page.locator("#error")).to_have_text(f"Could not reach the API at {dead} (no answer).")
+
+
+def test_a_timeout_is_shown(page, static_site):
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        api = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
+        page.clock.install()  # the page's 10 s timeout, fast-forwarded
+        page.goto(f"{static_site}/simple_client.html?api={quote(api, safe='')}")
+        find_entities(page, "I love Paris")
+        expect(page.locator("#status")).to_have_text("Working…")
+        page.clock.run_for(10_001)
+        expect(page.locator("#error")).to_have_text(
+            "The API did not answer within 10 s. Try again or shorten the text."
+        )
