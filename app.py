@@ -185,7 +185,7 @@ def parse_texts(body: bytes) -> tuple[list[str], bool]:
     """
     try:
         data = json.loads(body)
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
     if isinstance(data, str):
         return [data], True

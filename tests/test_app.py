@@ -99,6 +99,13 @@ def test_the_content_type_is_not_required(client):
     assert response.get_json() == PARIS
 
 
+def test_any_unicode_goes_through(client):
+    text = "Zoë Ünal\u0000 flew to São Paulo \U0001f600 \ud800 with Ørsted."
+    result = client.post("/api", json=text).get_json()
+    for token in result["tokens"]:
+        assert text[token["start"] : token["end"]] == token["text"]
+
+
 def test_empty_and_whitespace_text_give_empty_results(client):
     for text in ("", "  \n\t"):
         response = client.post("/api", json=text)
@@ -108,7 +115,11 @@ def test_empty_and_whitespace_text_give_empty_results(client):
 # The errors.
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"I love Paris", b'"unterminated', b"\xff\xfe\x00"])
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"I love Paris", b'"unterminated', b"\xff\xfe\x00",
+     pytest.param(b"[" * 2000 + b"]" * 2000, id="nested-past-the-recursion-limit")],
+)
 def test_a_body_that_is_not_json_is_400(client, body):
     response = client.post("/api", data=body, content_type="application/json")
     assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
@@ -223,11 +234,11 @@ def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
 
 def test_a_model_that_fails_to_load_is_reported(tmp_path, caplog):
     flask_app = create_app({"NER_MODEL_DIR": str(tmp_path / "missing")})
-    loader = model_loader(flask_app)
-    loader.start()
-    loader._thread.join(30)
     client = flask_app.test_client()
-    response = client.get("/readyz")
+    deadline = time.monotonic() + 30
+    while (response := client.get("/readyz")).get_json() == {"status": "loading"}:
+        assert time.monotonic() < deadline, "still loading after 30 s"
+        time.sleep(0.05)
     assert response.status_code == 503 and response.get_json() == {"status": "failed"}
     response = client.post("/api", json="I love Paris")
     assert response.status_code == 503 and "failed to load" in error_of(response)["message"]
