@@ -48,6 +48,10 @@ class Tagger(keras.Model):
         self.emission = keras.layers.Dense(num_tags, name="emission")
         self.crf = CRF(num_tags, name="crf")
 
+    def build(self, *input_shapes):
+        # The sublayers build themselves on the first call.
+        self.built = True
+
     def call(self, word_ids, char_ids, casing_ids, training=False):
         """Emission scores [batch, words, tags] for padded id arrays."""
         words = tf.cast(self.word_embedding(word_ids), tf.float32) + self.tuning(word_ids)

@@ -107,6 +107,21 @@ class Checkpoint:
 
 
 def train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> float:
+    """Train, or resume the run in run_dir; the best model goes to out_dir.
+    Returns the best dev F1."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = logging.FileHandler(run_dir / "train.log")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(log_file)
+    log.setLevel(logging.INFO)
+    try:
+        return _train(config, data_dir, out_dir, run_dir)
+    finally:
+        log.removeHandler(log_file)
+        log_file.close()
+
+
+def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> float:
     keras.utils.set_random_seed(config.seed)
     train_set = read_conll(data_dir / "train.txt")
     dev_set = read_conll(data_dir / "valid.txt")
@@ -172,12 +187,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=Config.batch_size)
     parser.add_argument("--frozen-words", action="store_true", help="keep every word vector as GloVe has it")
     args = parser.parse_args()
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.run_dir / "train.log")],
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
                     tune_training_words=not args.frozen_words)
     train(config, args.data_dir, args.out, args.run_dir)

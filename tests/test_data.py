@@ -1,0 +1,41 @@
+"""The CoNLL reader's edge cases."""
+
+import pytest
+
+from model.data import DataFormatError, read_conll
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "data.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_four_columns_without_trailing_newline(tmp_path):
+    path = write(tmp_path, "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER")
+    sentences = read_conll(path)
+    assert [s.words for s in sentences] == [["EU", "rejects"], ["Peter", "Blackburn"]]
+    assert [s.tags for s in sentences] == [["B-ORG", "O"], ["B-PER", "I-PER"]]
+
+
+def test_two_columns_docstart_and_blank_lines_at_end(tmp_path):
+    path = write(tmp_path, "-DOCSTART- O\n\nParis B-LOC\nis O\n\n\n-DOCSTART- O\nBerlin B-LOC\n\n\n\n")
+    sentences = read_conll(path)
+    assert [s.words for s in sentences] == [["Paris", "is"], ["Berlin"]]
+
+
+def test_docstart_ends_a_sentence_without_blank_line(tmp_path):
+    path = write(tmp_path, "Paris B-LOC\n-DOCSTART- -X- -X- O\nBerlin B-LOC\n")
+    assert [s.words for s in read_conll(path)] == [["Paris"], ["Berlin"]]
+
+
+def test_bad_column_count_names_file_and_line(tmp_path):
+    path = write(tmp_path, "Paris B-LOC\nis not O\n")
+    with pytest.raises(DataFormatError, match=rf"{path.name}:2: expected 2 or 4"):
+        read_conll(path)
+
+
+def test_bad_tag_names_file_and_line(tmp_path):
+    path = write(tmp_path, "Paris B-LOC\n\nBerlin LOC\n")
+    with pytest.raises(DataFormatError, match=rf"{path.name}:3: tag 'LOC' is not IOB2"):
+        read_conll(path)

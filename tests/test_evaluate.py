@@ -1,0 +1,47 @@
+"""The conlleval-style scores agree with seqeval, and the command prints them."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from seqeval.metrics import accuracy_score, classification_report
+
+from model.data import DEFAULT_DATA_DIR, read_conll
+from model.tags import entity_spans, score
+
+
+def test_entity_spans_follow_conlleval():
+    tags = ["B-PER", "I-PER", "O", "I-LOC", "I-LOC", "B-LOC", "I-ORG", "B-MISC"]
+    assert [(s.type, s.start, s.end) for s in entity_spans(tags)] == [
+        ("PER", 0, 2), ("LOC", 3, 5), ("LOC", 5, 6), ("ORG", 6, 7), ("MISC", 7, 8)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_scores_agree_with_seqeval(seed):
+    """Gold dev tags against corrupted copies, with the invalid I- starts that
+    conlleval and seqeval must both read as entity starts."""
+    gold = [s.tags for s in read_conll(DEFAULT_DATA_DIR / "valid.txt")][:800]
+    rng = np.random.default_rng(seed)
+    tag_set = sorted({t for tags in gold for t in tags})
+    predicted = [[t if rng.random() > 0.1 else str(rng.choice(tag_set)) for t in tags] for tags in gold]
+    ours = score(gold, predicted)
+    theirs = classification_report(gold, predicted, output_dict=True, digits=6)
+    assert ours.overall.f1 == pytest.approx(100 * theirs["micro avg"]["f1-score"], abs=1e-6)
+    assert ours.overall.precision == pytest.approx(100 * theirs["micro avg"]["precision"], abs=1e-6)
+    assert ours.overall.recall == pytest.approx(100 * theirs["micro avg"]["recall"], abs=1e-6)
+    for kind, figures in ours.by_type.items():
+        assert figures.f1 == pytest.approx(100 * theirs[kind]["f1-score"], abs=1e-6)
+        assert figures.support == theirs[kind]["support"]
+    assert ours.token_accuracy == pytest.approx(100 * accuracy_score(gold, predicted), abs=1e-6)
+
+
+def test_evaluate_command_on_a_two_column_file(tmp_path, model_dir):
+    path = tmp_path / "mine.txt"
+    path.write_text("I O\nlove O\nParis B-LOC\n\nAngela B-PER\nMerkel I-PER\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "model.evaluate", "--model", str(model_dir), "--file", str(path), "--backend", "onnx"],
+        capture_output=True, text=True, check=True, cwd=model_dir.parent.parent,
+    )
+    assert "FB1: 100.00" in result.stdout
+    assert "     PER    100.00  100.00  100.00       1" in result.stdout

@@ -1,0 +1,83 @@
+"""A tiny model trains on a file the test writes, resumes, saves, loads and exports."""
+
+import json
+
+import numpy as np
+import pytest
+
+from model import artifact, glove
+from model.backends import load_tagger
+from model.config import Config
+from model.export import export
+from model.train import train
+
+SENTENCES = [
+    ("Peter lives in Paris .", "B-PER O O B-LOC O"),
+    ("Anna Smith visited London", "B-PER I-PER O B-LOC"),
+    ("The EU met in Berlin .", "O B-ORG O O B-LOC O"),
+    ("German officials said so", "B-MISC O O O"),
+]
+PRETRAINED = ["the", "in", ".", "paris", "london", "berlin", "said", "peter", "officials", "lives"]
+
+
+def write_split(path, sentences):
+    blocks = ["\n".join(f"{w} {t}" for w, t in zip(s.split(), tags.split(), strict=True)) for s, tags in sentences]
+    path.write_text("\n\n".join(blocks), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("tiny")
+    data = root / "data"
+    data.mkdir()
+    write_split(data / "train.txt", SENTENCES * 8)
+    write_split(data / "valid.txt", SENTENCES)
+    write_split(data / "test.txt", SENTENCES[::-1])
+    vectors = np.random.default_rng(0).normal(size=(len(PRETRAINED), 100)).astype(np.float32)
+    monkeypatch_module.setattr(glove, "load", lambda: (PRETRAINED, vectors))
+    config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=1, keep_pretrained=5)
+    train(config, data, root / "out", root / "run")
+    first = json.loads((root / "run" / "last" / "state.json").read_text())
+    train(Config(**{**config.__dict__, "max_epochs": 6}), data, root / "out", root / "run")
+    return root, first
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_loss_falls_and_training_resumes(tiny_run):
+    root, first = tiny_run
+    assert first["epoch"] == 1
+    state = json.loads((root / "run" / "last" / "state.json").read_text())
+    history = state["history"]
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert len(history) > 1, "the second run resumed after epoch 1 and went on"
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert "resumed after epoch 1" in (root / "run" / "train.log").read_text()
+
+
+def test_save_load_round_trip_gives_identical_predictions(tiny_run):
+    root, _ = tiny_run
+    tagger, vocab, config = artifact.load(root / "out")
+    artifact.save(tagger, vocab, config, root / "copy")
+    again, _, _ = artifact.load(root / "copy")
+    batch = vocab.encode([s.split() for s, _ in SENTENCES])
+    first = tagger(batch.word_ids, batch.char_ids, batch.casing_ids).numpy()
+    second = again(batch.word_ids, batch.char_ids, batch.casing_ids).numpy()
+    np.testing.assert_array_equal(first, second)
+
+
+def test_export_matches_tensorflow(tiny_run):
+    root, _ = tiny_run
+    report = export(root / "out", data_dir=root / "data")
+    assert report["valid"]["identical_tags"] == report["valid"]["sentences"] == len(SENTENCES)
+    assert report["test"]["max_abs_emission_diff"] < 1e-4
+    sentences = [s.split() for s, _ in SENTENCES] + [["x" * 50, "Paris"], ["Paris"]]
+    reference, lean = load_tagger(root / "out", "tensorflow"), load_tagger(root / "out", "onnx")
+    expected, got = reference.emissions(sentences), lean.emissions(sentences)
+    for i, sentence in enumerate(sentences):  # padding positions differ and do not matter
+        np.testing.assert_allclose(expected[i, : len(sentence)], got[i, : len(sentence)], atol=1e-4)
+    assert reference.tag(sentences) == lean.tag(sentences)
