@@ -17,6 +17,9 @@ class Config:
     tune_training_words: bool = True
     # Rows of the vocabulary that are tuned; set when the vocabulary is built.
     tuned_words: int = 0
+    # Training words seen once are replaced by the unknown word with this
+    # probability, so the network learns what to do with unknown words.
+    singleton_unk: float = 0.5
     char_dim: int = 30
     char_filters: int = 50
     char_kernel: int = 3
@@ -26,8 +29,8 @@ class Config:
     batch_size: int = 32
     learning_rate: float = 1e-3
     clipnorm: float = 5.0
-    max_epochs: int = 40
-    patience: int = 6
+    max_epochs: int = 60
+    patience: int = 8
     seed: int = 42
 
     def save(self, path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import keras
@@ -25,7 +26,7 @@ from model.config import Config
 from model.data import DEFAULT_DATA_DIR, Sentence, read_conll
 from model.network import Tagger
 from model.tags import score
-from model.vocab import Vocab
+from model.vocab import UNK, Vocab
 
 log = logging.getLogger("train")
 
@@ -50,6 +51,18 @@ def shuffled_batches(sentences: list[Sentence], batch_size: int, rng: np.random.
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def singleton_ids(vocab: Vocab, sentences: list[Sentence]) -> np.ndarray:
+    """Vocabulary ids of the words seen once in training."""
+    counts = Counter(w.lower() for s in sentences for w in s.words)
+    return np.array([vocab.word_index[w] for w, n in counts.items() if n == 1 and w in vocab.word_index])
+
+
+def drop_singletons(word_ids: np.ndarray, singletons: np.ndarray, unk_id: int, rate: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    dropped = np.isin(word_ids, singletons) & (rng.random(word_ids.shape) < rate)
+    return np.where(dropped, unk_id, word_ids).astype(word_ids.dtype)
 
 
 def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer):
@@ -133,6 +146,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         config = dataclasses.replace(config, tuned_words=2 + len(training_words))
     tagger = artifact.build_tagger(config, vocab, word_vectors_for(vocab, glove_words, glove_vectors))
     log.info("vocabulary: %d words, %d chars, tags %s", len(vocab.words), len(vocab.chars), vocab.tags)
+    singletons = singleton_ids(vocab, train_set)
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
     train_step = make_train_step(tagger, optimizer)
 
@@ -153,7 +167,8 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             sentences = [train_set[i] for i in indices]
             batch = vocab.encode([s.words for s in sentences])
             tag_ids = vocab.encode_tags([s.tags for s in sentences])
-            loss = train_step(batch.word_ids, batch.char_ids, batch.casing_ids, tag_ids, batch.lengths)
+            word_ids = drop_singletons(batch.word_ids, singletons, vocab.word_index[UNK], config.singleton_unk, rng)
+            loss = train_step(word_ids, batch.char_ids, batch.casing_ids, tag_ids, batch.lengths)
             losses.append(float(loss))
             progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         artifact.save(tagger, vocab, config, run_dir / "epoch")
@@ -186,10 +201,11 @@ def main() -> None:
     parser.add_argument("--lstm-units", type=int, default=Config.lstm_units)
     parser.add_argument("--batch-size", type=int, default=Config.batch_size)
     parser.add_argument("--frozen-words", action="store_true", help="keep every word vector as GloVe has it")
+    parser.add_argument("--singleton-unk", type=float, default=Config.singleton_unk)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
-                    tune_training_words=not args.frozen_words)
+                    tune_training_words=not args.frozen_words, singleton_unk=args.singleton_unk)
     train(config, args.data_dir, args.out, args.run_dir)
 
 
