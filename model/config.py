@@ -29,6 +29,10 @@ class Config:
     batch_size: int = 32
     learning_rate: float = 1e-3
     clipnorm: float = 5.0
+    # The learning rate is multiplied by lr_decay after every decay_patience
+    # epochs without a better dev F1.
+    lr_decay: float = 0.5
+    decay_patience: int = 3
     max_epochs: int = 60
     patience: int = 8
     seed: int = 42

@@ -180,6 +180,10 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             state["best_f1"], state["best_epoch"] = f1, epoch
             shutil.rmtree(best_dir, ignore_errors=True)
             shutil.copytree(run_dir / "epoch", best_dir)
+        stalled = epoch - state["best_epoch"]
+        if stalled and stalled % config.decay_patience == 0:
+            optimizer.learning_rate.assign(optimizer.learning_rate * config.lr_decay)
+            log.info("no better dev F1 for %d epochs: learning rate now %.2e", stalled, float(optimizer.learning_rate))
         checkpoint.save(tagger, optimizer, state)
         log.info("epoch %d: loss %.4f, dev F1 %.2f (best %.2f at epoch %d), %.0fs", epoch,
                  np.mean(losses), f1, state["best_f1"], state["best_epoch"], time.time() - started)
