@@ -1,0 +1,150 @@
+"""What the service benchmarks share: a real gunicorn on loopback, wrk, process memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+HOST = "127.0.0.1"  # loopback only
+BACKENDS = ("onnx", "tensorflow")
+READY_TIMEOUT_S = 120
+POLL_S = 0.01
+LUA_SCRIPT = ROOT / "bench" / "post.lua"
+# The request bodies: CoNLL test sentences of 15 words, as {"text": ...}.
+LOAD_WORDS = 15
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str, timeout: float = 2) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> float:
+    """Seconds until GET /readyz answers 200; raises if the server dies or never gets there."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        try:
+            if get(url + "/readyz") == 200:
+                return time.perf_counter() - start
+        except OSError:
+            pass  # not listening yet
+        time.sleep(POLL_S)
+    raise TimeoutError(f"{url} not ready within {timeout} s")
+
+
+class Server:
+    """gunicorn started as the Procfile does (`gunicorn app:app`, gunicorn.conf.py),
+    bound to loopback, with WEB_CONCURRENCY and NER_BACKEND set."""
+
+    def __init__(self, workers: int, backend: str, log: Path):
+        self.workers, self.backend, self.port = workers, backend, free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        env = {**os.environ, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers), "NER_BACKEND": backend,
+               "TF_CPP_MIN_LOG_LEVEL": "3"}
+        command = ["gunicorn", "app:app", "--bind", f"{HOST}:{self.port}"]
+        with log.open("wb") as output:
+            self.started = time.perf_counter()
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        self.ready_s = wait_ready(self.url, self.process)
+
+    def worker_processes(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def gunicorn(workers: int, backend: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(workers, backend, Path(tmp) / "gunicorn.log")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def load_bodies() -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from model.data import DEFAULT_DATA_DIR, read_conll
+
+    sentences = [s.words for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == LOAD_WORDS]
+    return [json.dumps({"text": " ".join(words)}) for words in sentences]
+
+
+def wrk(url: str, connections: int, seconds: int, bodies_file: Path, timeout_s: float = 5) -> dict:
+    """One wrk run (one thread) posting the bodies in turn; its summary as a dict."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s",
+               "-s", str(LUA_SCRIPT), url + "/api", "--", str(bodies_file)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    line = next(line for line in output.splitlines() if line.startswith("JSON "))
+    return json.loads(line[len("JSON "):])
+
+
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk (bench/run_all.sh does)")
+
+
+def memory(process: psutil.Process) -> dict[str, float]:
+    """RSS and PSS in MB (PSS shares each shared page among the processes that map it)."""
+    info = process.memory_full_info()
+    return {"rss_mb": info.rss / 2**20, "pss_mb": info.pss / 2**20}
+
+
+def machine() -> dict:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(), "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(), "command": " ".join(["python", *sys.argv]),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def write_json(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(data, indent=2))
+    return path
