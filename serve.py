@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 from syntok import segmenter
 
+from model.backends import load_tagger
 from model.tags import entity_spans
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "results" / "crf"
-BACKENDS = ("onnx", "tensorflow")
 # The files that make up the model, hashed into its version (metrics.json is a
 # report about the model, not part of it).
 MODEL_FILES = ("config.json", "vocab.json", "word_vectors.npy", "weights.npz", "tagger.onnx", "crf.npz")
@@ -116,20 +116,6 @@ def annotate(text: str, sentences: list[list[Token]], tags: list[list[str]]) -> 
         "tags": flat_tags,
         "entities": entities,
     }
-
-
-def load_tagger(directory: Path, backend: str) -> Tagger:
-    """The backend module is imported here, not at the top, so that the default
-    (onnx) never imports TensorFlow."""
-    if backend == "onnx":
-        from model.runtime import OnnxTagger
-
-        return OnnxTagger(directory)
-    if backend == "tensorflow":
-        from model.artifact import TensorFlowTagger
-
-        return TensorFlowTagger(directory)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
 
 
 def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]:

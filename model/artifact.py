@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from model.config import Config
 from model.network import Tagger
-from model.vocab import Vocab, batches_by_length
+from model.vocab import Vocab, decode_in_batches
 
 CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", "weights.npz"
 
@@ -78,8 +78,8 @@ class TensorFlowTagger:
         self.tagger, self.vocab, self.config = load(Path(directory))
         self.batch_size = batch_size
         spec = tf.TensorSpec
-        self._decode = tf.function(
-            self._decode_batch,
+        self._decode_ids = tf.function(
+            self._decode_ids,
             input_signature=[
                 spec([None, None], tf.int32),
                 spec([None, None, None], tf.int32),
@@ -88,7 +88,7 @@ class TensorFlowTagger:
             ],
         )
 
-    def _decode_batch(self, word_ids, char_ids, casing_ids, lengths):
+    def _decode_ids(self, word_ids, char_ids, casing_ids, lengths):
         emissions = self.tagger(word_ids, char_ids, casing_ids)
         return self.tagger.crf.decode(emissions, lengths)
 
@@ -97,10 +97,10 @@ class TensorFlowTagger:
         return self.tagger(batch.word_ids, batch.char_ids, batch.casing_ids).numpy()
 
     def tag(self, sentences: list[list[str]]) -> list[list[str]]:
-        tags: list[list[str]] = [[] for _ in sentences]
-        for indices in batches_by_length(sentences, self.batch_size):
-            batch = self.vocab.encode([sentences[i] for i in indices])
-            paths = self._decode(batch.word_ids, batch.char_ids, batch.casing_ids, batch.lengths).numpy()
-            for i, path, length in zip(indices, paths, batch.lengths, strict=True):
-                tags[i] = [self.vocab.tags[t] for t in path[:length]]
-        return tags
+        paths = decode_in_batches(sentences, self.batch_size, self._decode)
+        return [[self.vocab.tags[t] for t in path] for path in paths]
+
+    def _decode(self, sentences: list[list[str]]) -> list[list[int]]:
+        batch = self.vocab.encode(sentences)
+        paths = self._decode_ids(batch.word_ids, batch.char_ids, batch.casing_ids, batch.lengths).numpy()
+        return [path[:length].tolist() for path, length in zip(paths, batch.lengths, strict=True)]

@@ -68,6 +68,9 @@ def log_partition(emissions, lengths, transitions, start, end) -> tf.Tensor:
 
 def viterbi_decode(emissions, lengths, transitions, start, end) -> tf.Tensor:
     """The highest-scoring tag path of each sequence: [batch, time] int32."""
+    # One padding step at the end, cut off again below: the scans then never
+    # run over zero steps, which a traced graph cannot stack (one-word batches).
+    emissions = tf.pad(emissions, [[0, 0], [0, 1], [0, 0]])
     time = tf.shape(emissions)[1]
     mask = tf.sequence_mask(lengths, time)
     steps = tf.transpose(emissions[:, 1:], [1, 0, 2])
@@ -97,4 +100,4 @@ def viterbi_decode(emissions, lengths, transitions, start, end) -> tf.Tensor:
 
     earlier = tf.scan(back, backpointers, initializer=last_tag, reverse=True)
     path = tf.concat([tf.transpose(earlier, [1, 0]), last_tag[:, None]], axis=1)
-    return tf.where(mask, path, tf.zeros_like(path))
+    return tf.where(mask, path, tf.zeros_like(path))[:, :-1]

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model.config import Config
-from model.vocab import Vocab, batches_by_length
+from model.vocab import Vocab, decode_in_batches
 
 ONNX_FILE, CRF_FILE = "tagger.onnx", "crf.npz"
 
@@ -71,13 +71,10 @@ class OnnxTagger:
         return emissions
 
     def tag(self, sentences: list[list[str]]) -> list[list[str]]:
-        tags: list[list[str]] = [[] for _ in sentences]
-        nonempty = [i for i, s in enumerate(sentences) if s]
-        for positions in batches_by_length([sentences[i] for i in nonempty], self.batch_size):
-            indices = [nonempty[p] for p in positions]
-            batch = [sentences[i] for i in indices]
-            lengths = np.array([len(s) for s in batch])
-            paths = viterbi(self.emissions(batch), lengths, self.transitions, self.start, self.end)
-            for i, path, length in zip(indices, paths, lengths, strict=True):
-                tags[i] = [self.vocab.tags[t] for t in path[:length]]
-        return tags
+        paths = decode_in_batches(sentences, self.batch_size, self._decode)
+        return [[self.vocab.tags[t] for t in path] for path in paths]
+
+    def _decode(self, batch: list[list[str]]) -> list[list[int]]:
+        lengths = np.array([len(s) for s in batch])
+        paths = viterbi(self.emissions(batch), lengths, self.transitions, self.start, self.end)
+        return [path[:length].tolist() for path, length in zip(paths, lengths, strict=True)]

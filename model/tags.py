@@ -74,10 +74,13 @@ def _score(correct: int, found: int, expected: int) -> Score:
 
 def format_report(report: Report) -> str:
     """A conlleval-style table."""
+    overall = report.overall
+    summary = (
+        f"accuracy: {report.token_accuracy:6.2f}%; precision: {overall.precision:6.2f}%; "
+        f"recall: {overall.recall:6.2f}%; FB1: {overall.f1:6.2f}"
+    )
     lines = [
-        f"accuracy: {report.token_accuracy:6.2f}%; "
-        f"precision: {report.overall.precision:6.2f}%; recall: {report.overall.recall:6.2f}%; "
-        f"FB1: {report.overall.f1:6.2f}",
+        summary,
         f"{'type':>8} {'precision':>9} {'recall':>7} {'FB1':>7} {'support':>7}",
     ]
     for name, s in [*report.by_type.items(), ("overall", report.overall)]:

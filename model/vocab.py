@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,20 @@ class Vocab:
 def _tag_order(tag: str) -> tuple[str, str]:
     """O first, then B-/I- pairs grouped by type: O, B-LOC, I-LOC, B-MISC, ..."""
     return ("", "") if tag == "O" else (tag[2:], tag[:2])
+
+
+def decode_in_batches(
+    sentences: list[list[str]], batch_size: int, decode: Callable[[list[list[str]]], list[list[int]]]
+) -> list[list[int]]:
+    """Tag ids for each sentence, decoding non-empty sentences in batches of
+    similar length; an empty sentence gets no tags."""
+    paths: list[list[int]] = [[] for _ in sentences]
+    nonempty = [i for i, s in enumerate(sentences) if s]
+    for positions in batches_by_length([sentences[i] for i in nonempty], batch_size):
+        indices = [nonempty[p] for p in positions]
+        for i, path in zip(indices, decode([sentences[i] for i in indices]), strict=True):
+            paths[i] = path
+    return paths
 
 
 def batches_by_length(sentences: list[list[str]], batch_size: int) -> list[list[int]]:
