@@ -27,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import machine
+
 from model.data import DEFAULT_DATA_DIR, read_conll
 from model.runtime import OnnxTagger, viterbi
 from model.vocab import batches_by_length
@@ -130,7 +132,7 @@ def main() -> None:
               + f" {row['total_ms']:>8.1f} {row['tokens_per_s']:>8.0f} {row['onnx_us_per_word_slot']:>11.2f}"
               + f"  {pad['slowest_ms']:.0f} ms {pad['slowest_shape']}")
     if args.json:
-        args.json.write_text(json.dumps({"tokens": tokens, "sentences": len(sentences), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({**machine(), "repeats": args.repeats, "tokens": tokens, "sentences": len(sentences), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -125,12 +125,20 @@ def memory(process: psutil.Process) -> dict[str, float]:
 
 
 def machine() -> dict:
+    """Where and when the figures were taken, and how busy the machine was."""
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(), "load_average_at_start": os.getloadavg(),
         "platform": platform.platform(), "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(), "command": " ".join(["python", *sys.argv]),
     }
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False)
+    return result.stdout.strip()
 
 
 def _cpu_model() -> str:

