@@ -83,6 +83,29 @@ def profile_once(tagger: OnnxTagger, sentences: list[list[str]],
     return seconds, padded, tags
 
 
+def run_ms(tagger: OnnxTagger, sentences: list[list[str]], repeats: int) -> float:
+    """Median ms of the ONNX run alone on one padded batch."""
+    encoded = tagger.vocab.encode(sentences)
+    feed = {"word_vectors": tagger.word_vectors[encoded.word_ids].astype(np.float32),
+            "char_ids": encoded.char_ids, "casing_ids": encoded.casing_ids, "lengths": encoded.lengths}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tagger.session.run(None, feed)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def split_check(tagger: OnnxTagger, sentences: list[list[str]], batch_size: int, repeats: int) -> dict:
+    """The batch of the longest sentences at `batch_size`, run whole and as two
+    interleaved halves (every other sentence, so both keep its width): if the
+    halves take less than the whole, a slot costs more in a bigger batch."""
+    batch = [sentences[i] for i in batches_by_length(sentences, batch_size)[-1]]
+    whole = run_ms(tagger, batch, repeats)
+    halves = run_ms(tagger, batch[0::2], repeats) + run_ms(tagger, batch[1::2], repeats)
+    return {"batch_size": batch_size, "sentences": len(batch), "whole_ms": whole, "two_halves_ms": halves}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128, 512])
@@ -131,8 +154,12 @@ def main() -> None:
               + " ".join(f"{row[s + '_ms']:>9.1f}" for s in STAGES)
               + f" {row['total_ms']:>8.1f} {row['tokens_per_s']:>8.0f} {row['onnx_us_per_word_slot']:>11.2f}"
               + f"  {pad['slowest_ms']:.0f} ms {pad['slowest_shape']}")
+    split = split_check(tagger, sentences, max(args.batch_sizes), args.repeats)
+    print(f"longest batch at {split['batch_size']} ({split['sentences']} sentences): whole {split['whole_ms']:.0f} ms,"
+          f" as two interleaved halves {split['two_halves_ms']:.0f} ms")
     if args.json:
-        args.json.write_text(json.dumps({**machine(), "repeats": args.repeats, "tokens": tokens, "sentences": len(sentences), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({**machine(), "repeats": args.repeats, "tokens": tokens,
+                                         "sentences": len(sentences), "rows": rows, "split": split}, indent=2))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,37 @@ def batch_section(profile: dict) -> str:
                   "slowest ONNX run [batch, words, chars]"], rows)
 
 
+def split_note(profile: dict) -> str:
+    split = profile.get("split")
+    if not split:
+        return ""
+    return (f" (the longest batch at {split['batch_size']}, {split['sentences']} sentences, takes "
+            f"{split['whole_ms']:.0f} ms whole but {split['two_halves_ms']:.0f} ms as two halves of the same width)")
+
+
+def batch_finding(profile: dict) -> str:
+    """Why a bigger batch is slower, in this run's numbers."""
+    rows = {r["batching"]: r for r in profile["rows"]}
+    small, large = rows.get("32"), rows.get("512")
+    if not small or not large:
+        return ""
+    return (
+        f"Why 32 beats 128 and 512: the ONNX run is {large['onnx_run_ms'] / large['total_ms']:.0%} of the time at 512 "
+        f"and the other stages barely change (encode {small['encode_ms']:.0f} vs {large['encode_ms']:.0f} ms, Viterbi "
+        f"{small['viterbi_ms']:.0f} vs {large['viterbi_ms']:.0f} ms). Batches are sorted by length, but a big batch "
+        f"still spans a wide range of lengths, and the last one holds the longest sentences padded to the longest "
+        f"of all: {large['word_padding']:.2f} word slots a real token at 512 against {small['word_padding']:.2f} "
+        f"at 32, and {large['char_padding']:.2f} against {small['char_padding']:.2f} character slots a real "
+        f"character (one long word widens the whole batch). Each padded slot also costs more in a big batch "
+        f"({large['onnx_us_per_word_slot']:.1f} against {small['onnx_us_per_word_slot']:.1f} µs): the intermediate "
+        f"tensors (char CNN over [batch, words, chars, filters], LSTM states) outgrow the CPU caches"
+        f"{split_note(profile)}. At 512 the "
+        f"single slowest run, {large['slowest_batch_shape']}, takes {large['slowest_batch_ms']:.0f} ms of "
+        f"{large['onnx_run_ms']:.0f} ms. Cutting batches by padded size instead of sentence count (the `≤N slots` "
+        f"rows) keeps the padding low whatever the lengths; so does a batch size of 32."
+    )
+
+
 def load_section(data: dict) -> str:
     rows = []
     for workers in sorted({r["workers"] for r in data["rows"]}):
@@ -277,6 +308,8 @@ factor of the word axis, "char slots / chars" that of the character axis. The `�
 what-if: batches sorted by length as now, but cut when sentences × longest would pass N word slots.
 
 {batch_section(profile)}
+
+{batch_finding(profile)}
 
 ## Service under load
 
