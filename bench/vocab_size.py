@@ -4,7 +4,7 @@ The word vectors are frozen, so one trained model can be scored with its
 vocabulary cut at any size: words past the cut become the unknown word. Prints
 dev F1, the share of dev tokens left unknown, and the size of the vectors.
 
-    python bench/vocab_size.py [--model results/crf]
+    PYTHONPATH=. python bench/vocab_size.py [--model results/crf]
 """
 
 from __future__ import annotations
