@@ -35,7 +35,9 @@ def tiny_run(tmp_path_factory, monkeypatch_module):
     write_split(data / "test.txt", SENTENCES[::-1])
     vectors = np.random.default_rng(0).normal(size=(len(PRETRAINED), 100)).astype(np.float32)
     monkeypatch_module.setattr(glove, "load", lambda: (PRETRAINED, vectors))
-    config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=1, keep_pretrained=5)
+    # Tuned word vectors: the path where saving folds trained offsets into the vectors.
+    config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=1, keep_pretrained=5,
+                    tune_training_words=True)
     train(config, data, root / "out", root / "run")
     first = json.loads((root / "run" / "last" / "state.json").read_text())
     train(Config(**{**config.__dict__, "max_epochs": 6}), data, root / "out", root / "run")
