@@ -27,4 +27,5 @@ python3 bench/batch_profile.py $profile --json bench/results/batch_profile.json
 python3 bench/cold_start.py $cold
 python3 bench/memory.py $memory
 python3 bench/load.py $load
+python3 bench/load.py $load --backends onnx --connections 128 256 --output load_capacity.json
 python3 bench/report.py
