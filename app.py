@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request, send_file
 from flask_cors import CORS
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import serve
 
@@ -162,7 +162,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
 
     @app.post("/api")
     def api() -> Response:
-        texts, single = parse_texts(request.get_data(cache=False))
+        texts, single = parse_texts(read_body(app.config["MAX_CONTENT_LENGTH"]))
         # For gunicorn's access log line (gunicorn.conf.py): how much text, never the text.
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
         max_texts, max_chars = app.config["NER_MAX_TEXTS"], app.config["NER_MAX_TEXT_CHARS"]
@@ -174,6 +174,19 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
                 raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
         results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts)
         return jsonify(results[0] if single else {"results": results})
+
+
+def read_body(limit: int) -> bytes:
+    """The request body; 413 when it is over `limit` bytes.
+
+    Flask refuses a declared Content-Length over the limit before reading, but
+    a chunked body has none: Werkzeug then stops reading at the limit without
+    an error, so a body that fills it is taken as cut off.
+    """
+    body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def parse_texts(body: bytes) -> tuple[list[str], bool]:
