@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.config import Config
-from model.network import Tagger
+from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Tagger
 from model.vocab import Vocab, decode_in_batches
 
 CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", "weights.npz"
@@ -77,16 +77,7 @@ class TensorFlowTagger:
     def __init__(self, directory: Path, batch_size: int = 128):
         self.tagger, self.vocab, self.config = load(Path(directory))
         self.batch_size = batch_size
-        spec = tf.TensorSpec
-        self._decode_ids = tf.function(
-            self._decode_ids,
-            input_signature=[
-                spec([None, None], tf.int32),
-                spec([None, None, None], tf.int32),
-                spec([None, None], tf.int32),
-                spec([None], tf.int32),
-            ],
-        )
+        self._decode_ids = tf.function(self._decode_ids, input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
 
     def _decode_ids(self, word_ids, char_ids, casing_ids, lengths):
         emissions = self.tagger(word_ids, char_ids, casing_ids)

@@ -7,6 +7,8 @@ Writes, beside the Keras weights:
   saved_model/   a TensorFlow SavedModel with a `serving_default` signature
                  (ids in, emissions and best tag ids out) for TensorFlow Serving
 then checks on dev and test that the ONNX runtime gives the TensorFlow tags.
+Building the ONNX graph needs numpy and onnx only; TensorFlow is imported for
+the SavedModel and the parity check.
 """
 
 from __future__ import annotations
@@ -128,9 +130,9 @@ def export_saved_model(directory: Path) -> None:
     import tensorflow as tf
 
     from model.artifact import load
+    from model.network import INPUT_SIGNATURE, LENGTHS_SPEC
 
     tagger, _, _ = load(directory)
-    spec = tf.TensorSpec
 
     class Serving(tf.Module):
         def __init__(self):
@@ -138,12 +140,7 @@ def export_saved_model(directory: Path) -> None:
             # The plain variables, tracked once (Keras' own export stores them twice).
             self.tagger_variables = [v.value for v in tagger.weights]
 
-        @tf.function(input_signature=[
-            spec([None, None], tf.int32, "word_ids"),
-            spec([None, None, None], tf.int32, "char_ids"),
-            spec([None, None], tf.int32, "casing_ids"),
-            spec([None], tf.int32, "lengths"),
-        ])
+        @tf.function(input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
         def serve(self, word_ids, char_ids, casing_ids, lengths):
             emissions = tagger(word_ids, char_ids, casing_ids)
             return {"emissions": emissions, "tag_ids": tagger.crf.decode(emissions, lengths)}

@@ -19,6 +19,16 @@ from model.vocab import CASINGS
 # A score no real activation reaches: padding characters never win the max-pool.
 _NEG_INF = -1e9
 
+# Signatures of the traced functions (training step, decoding, SavedModel):
+# padded int32 ids of any batch size and length, so each traces once.
+INPUT_SIGNATURE = [
+    tf.TensorSpec([None, None], tf.int32, "word_ids"),
+    tf.TensorSpec([None, None, None], tf.int32, "char_ids"),
+    tf.TensorSpec([None, None], tf.int32, "casing_ids"),
+]
+LENGTHS_SPEC = tf.TensorSpec([None], tf.int32, "lengths")
+TAGS_SPEC = tf.TensorSpec([None, None], tf.int32, "tag_ids")
+
 
 class Tagger(keras.Model):
     def __init__(self, config: Config, word_vectors: np.ndarray, num_chars: int, num_tags: int):

@@ -1,9 +1,9 @@
 """Train the tagger: `python -m model.train [--data-dir DIR] [--out results/crf]`.
 
 Early stopping on dev F1; the best epoch is kept and exported for serving
-(model.export). Every epoch leaves a
-checkpoint in --run-dir, and a rerun of the same command resumes from it.
-Progress goes to the terminal and to <run-dir>/train.log.
+(model.export). Every epoch leaves a checkpoint in --run-dir, and a rerun of
+the same command resumes from it. Progress goes to the terminal and to
+<run-dir>/train.log.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from model import artifact, glove
 from model.config import Config
 from model.data import DEFAULT_DATA_DIR, Sentence, read_conll
 from model.export import export
-from model.network import Tagger
+from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger
 from model.tags import score
 from model.vocab import UNK, Vocab
 
@@ -68,17 +68,7 @@ def drop_singletons(word_ids: np.ndarray, singletons: np.ndarray, unk_id: int, r
 
 
 def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer):
-    spec = tf.TensorSpec
-
-    @tf.function(
-        input_signature=[
-            spec([None, None], tf.int32),
-            spec([None, None, None], tf.int32),
-            spec([None, None], tf.int32),
-            spec([None, None], tf.int32),
-            spec([None], tf.int32),
-        ]
-    )
+    @tf.function(input_signature=[*INPUT_SIGNATURE, TAGS_SPEC, LENGTHS_SPEC])
     def train_step(word_ids, char_ids, casing_ids, tag_ids, lengths):
         with tf.GradientTape() as tape:
             emissions = tagger(word_ids, char_ids, casing_ids, training=True)
