@@ -34,6 +34,9 @@ class Config:
     # epochs without a better dev F1.
     lr_decay: float = 0.5
     decay_patience: int = 3
+    # The weights evaluated and saved are an exponential moving average of the
+    # trained ones, updated every step with this decay (0: the trained weights).
+    average_decay: float = 0.0
     max_epochs: int = 60
     patience: int = 8
     seed: int = 42

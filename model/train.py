@@ -15,6 +15,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -67,7 +68,31 @@ def drop_singletons(word_ids: np.ndarray, singletons: np.ndarray, unk_id: int, r
     return np.where(dropped, unk_id, word_ids).astype(word_ids.dtype)
 
 
-def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer):
+class WeightAverage:
+    """An exponential moving average of the trainable weights (Polyak averaging)."""
+
+    def __init__(self, variables: list, decay: float):
+        self.variables, self.decay = variables, decay
+        self.averages = [tf.Variable(v.value, trainable=False) for v in variables]
+
+    def update(self) -> None:
+        for average, variable in zip(self.averages, self.variables, strict=True):
+            average.assign(self.decay * average + (1.0 - self.decay) * variable.value)
+
+    @contextmanager
+    def swapped_in(self):
+        """The averages in the network's variables for the duration, then the trained weights back."""
+        trained = [v.numpy() for v in self.variables]
+        for variable, average in zip(self.variables, self.averages, strict=True):
+            variable.assign(average)
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.variables, trained, strict=True):
+                variable.assign(value)
+
+
+def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer, average: WeightAverage):
     @tf.function(input_signature=[*INPUT_SIGNATURE, TAGS_SPEC, LENGTHS_SPEC])
     def train_step(word_ids, char_ids, casing_ids, tag_ids, lengths):
         with tf.GradientTape() as tape:
@@ -75,6 +100,7 @@ def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer):
             loss = -tf.reduce_mean(tagger.crf.log_likelihood(emissions, tag_ids, lengths))
         gradients = tape.gradient(loss, tagger.trainable_variables)
         optimizer.apply(gradients, tagger.trainable_variables)
+        average.update()
         return loss
 
     return train_step
@@ -95,19 +121,21 @@ class Checkpoint:
     def exists(self) -> bool:
         return self.state_file.exists()
 
-    def save(self, tagger: Tagger, optimizer, state: dict) -> None:
+    def save(self, tagger: Tagger, optimizer, average: WeightAverage, state: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         np.savez(self.directory / "weights.npz", **artifact.trained_weights(tagger))
         np.savez(self.directory / "optimizer.npz", *[v.numpy() for v in optimizer.variables])
+        np.savez(self.directory / "average.npz", *[v.numpy() for v in average.averages])
         self.state_file.write_text(json.dumps(state, indent=2))
 
-    def restore(self, tagger: Tagger, optimizer) -> dict:
+    def restore(self, tagger: Tagger, optimizer, average: WeightAverage) -> dict:
         with np.load(self.directory / "weights.npz") as weights:
             artifact.set_weights(tagger, dict(weights))
         optimizer.build(tagger.trainable_variables)
-        with np.load(self.directory / "optimizer.npz") as saved:
-            for variable, value in zip(optimizer.variables, saved.values(), strict=True):
-                variable.assign(value)
+        for variables, file in ((optimizer.variables, "optimizer.npz"), (average.averages, "average.npz")):
+            with np.load(self.directory / file) as saved:
+                for variable, value in zip(variables, saved.values(), strict=True):
+                    variable.assign(value)
         return json.loads(self.state_file.read_text())
 
 
@@ -140,13 +168,14 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
     log.info("vocabulary: %d words, %d chars, tags %s", len(vocab.words), len(vocab.chars), vocab.tags)
     singletons = singleton_ids(vocab, train_set)
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
-    train_step = make_train_step(tagger, optimizer)
+    average = WeightAverage(tagger.trainable_variables, config.average_decay)
+    train_step = make_train_step(tagger, optimizer, average)
 
     checkpoint = Checkpoint(run_dir / "last")
     best_dir = run_dir / "best"
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "history": []}
     if checkpoint.exists():
-        state = checkpoint.restore(tagger, optimizer)
+        state = checkpoint.restore(tagger, optimizer, average)
         log.info("resumed after epoch %d (best dev F1 %.2f)", state["epoch"], state["best_f1"])
 
     while state["epoch"] < config.max_epochs and state["epoch"] - state["best_epoch"] < config.patience:
@@ -163,7 +192,8 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             loss = train_step(word_ids, batch.char_ids, batch.casing_ids, tag_ids, batch.lengths)
             losses.append(float(loss))
             progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        artifact.save(tagger, vocab, config, run_dir / "epoch")
+        with average.swapped_in():
+            artifact.save(tagger, vocab, config, run_dir / "epoch")
         f1 = dev_f1(run_dir / "epoch", dev_set)
         state["epoch"] = epoch
         state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "dev_f1": f1,
@@ -176,7 +206,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         if stalled and stalled % config.decay_patience == 0:
             optimizer.learning_rate.assign(optimizer.learning_rate * config.lr_decay)
             log.info("no better dev F1 for %d epochs: learning rate now %.2e", stalled, float(optimizer.learning_rate))
-        checkpoint.save(tagger, optimizer, state)
+        checkpoint.save(tagger, optimizer, average, state)
         log.info("epoch %d: loss %.4f, dev F1 %.2f (best %.2f at epoch %d), %.0fs", epoch,
                  np.mean(losses), f1, state["best_f1"], state["best_epoch"], time.time() - started)
 
@@ -198,10 +228,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=Config.batch_size)
     parser.add_argument("--tune-words", action="store_true", help="fine-tune the training words' vectors")
     parser.add_argument("--singleton-unk", type=float, default=Config.singleton_unk)
+    parser.add_argument("--average-decay", type=float, default=Config.average_decay)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
-                    tune_training_words=args.tune_words, singleton_unk=args.singleton_unk)
+                    tune_training_words=args.tune_words, singleton_unk=args.singleton_unk,
+                    average_decay=args.average_decay)
     train(config, args.data_dir, args.out, args.run_dir)
     report = export(args.out, args.data_dir)
     log.info("exported for serving; parity with TensorFlow: %s", report)

@@ -9,7 +9,7 @@ from model import artifact, glove
 from model.backends import load_tagger
 from model.config import Config
 from model.export import export
-from model.train import train
+from model.train import WeightAverage, train
 
 SENTENCES = [
     ("Peter lives in Paris .", "B-PER O O B-LOC O"),
@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setattr(glove, "load", lambda: (PRETRAINED, vectors))
     # Tuned word vectors: the path where saving folds trained offsets into the vectors.
     config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=1, keep_pretrained=5,
-                    tune_training_words=True)
+                    tune_training_words=True, average_decay=0.9)
     train(config, data, root / "out", root / "run")
     first = json.loads((root / "run" / "last" / "state.json").read_text())
     train(Config(**{**config.__dict__, "max_epochs": 6}), data, root / "out", root / "run")
@@ -83,3 +83,15 @@ def test_export_matches_tensorflow(tiny_run):
     for i, sentence in enumerate(sentences):  # padding positions differ and do not matter
         np.testing.assert_allclose(expected[i, : len(sentence)], got[i, : len(sentence)], atol=1e-4)
     assert reference.tag(sentences) == lean.tag(sentences)
+
+
+def test_weight_average_moves_towards_the_weights_and_swaps_back():
+    import keras
+
+    weight = keras.Variable(np.zeros(3, np.float32))
+    average = WeightAverage([weight], decay=0.75)
+    weight.assign(np.full(3, 4.0, np.float32))
+    average.update()
+    with average.swapped_in():
+        np.testing.assert_allclose(weight.numpy(), 1.0)  # 0.75 * 0 + 0.25 * 4
+    np.testing.assert_allclose(weight.numpy(), 4.0)
