@@ -286,8 +286,7 @@ The machine is shared and noisy: every figure is a median over repeated, interle
 comparisons are ratios taken in the same run. Loopback only.
 
 - Machine: {machine_lines(speed)}
-- Runs (a script rerun alone shows its own date; `model_speed.py` was rerun after the lean runtime's
-  default batch went from 128 to 32 sentences, see "Batch size of the lean runtime"):
+- Runs (each script's start; a script rerun alone shows its own date):
 {run_lines({"model_speed.py": speed, "batch_profile.py": profile, "load.py": load_data,
             "memory.py": memory, "cold_start.py": cold})}
 - Threads: {speed['threads']}. The TensorFlow *service* runs with TensorFlow's default thread pools, as
