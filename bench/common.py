@@ -20,9 +20,14 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# After the repository root is importable.
+from model.backends import BACKENDS  # noqa: F401  (the scripts take it from here)
+from model.data import DEFAULT_DATA_DIR, read_conll
+
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"  # loopback only
-BACKENDS = ("onnx", "tensorflow")
 READY_TIMEOUT_S = 120
 POLL_S = 0.01
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
@@ -96,12 +101,14 @@ def gunicorn(workers: int, backend: str):
             server.stop()
 
 
-def load_bodies() -> list[str]:
-    sys.path.insert(0, str(ROOT))
-    from model.data import DEFAULT_DATA_DIR, read_conll
-
+@contextmanager
+def bodies_file():
+    """A temporary file of request bodies for wrk (post.lua), one JSON a line."""
     sentences = [s.words for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == LOAD_WORDS]
-    return [json.dumps({"text": " ".join(words)}) for words in sentences]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bodies.jsonl"
+        path.write_text("".join(json.dumps({"text": " ".join(words)}) + "\n" for words in sentences))
+        yield path
 
 
 def wrk(url: str, connections: int, seconds: int, bodies_file: Path, timeout_s: float = 5) -> dict:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import BACKENDS, gunicorn, load_bodies, machine, require_wrk, write_json
+from common import BACKENDS, bodies_file, gunicorn, machine, require_wrk, write_json
 from common import wrk as run_wrk
 
 WARM_UP_SECONDS = 2
@@ -54,9 +53,7 @@ def main() -> None:
     require_wrk()
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        bodies = Path(tmp) / "bodies.jsonl"
-        bodies.write_text("\n".join(load_bodies()) + "\n")
+    with bodies_file() as bodies:
         for workers in args.workers:
             with ExitStack() as stack:
                 servers = {b: stack.enter_context(gunicorn(workers, b)) for b in args.backends}

@@ -12,12 +12,10 @@ the dyno's memory as a whole, closer to the PSS total.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
-from common import BACKENDS, gunicorn, load_bodies, machine, memory, require_wrk, write_json
+from common import BACKENDS, bodies_file, gunicorn, machine, memory, require_wrk, write_json
 from common import wrk as run_wrk
 
 IDLE_SETTLE_S = 2
@@ -56,9 +54,7 @@ def main() -> None:
     require_wrk()
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        bodies = Path(tmp) / "bodies.jsonl"
-        bodies.write_text("\n".join(load_bodies()) + "\n")
+    with bodies_file() as bodies:
         for workers in args.workers:
             for backend in args.backends:
                 with gunicorn(workers, backend) as server:

@@ -3,12 +3,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from serve import DEFAULT_MODEL_DIR
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL_DIR = REPO / "results" / "crf"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    return MODEL_DIR
+    return DEFAULT_MODEL_DIR

@@ -2,20 +2,20 @@
 
 import sys
 
-from conftest import REPO
+from tests.service_fixtures import ROOT
 
 
 def test_runtime_txt_and_python_version_name_the_same_python():
-    python_version = (REPO / ".python-version").read_text().strip()
-    assert (REPO / "runtime.txt").read_text().strip() == f"python-{python_version}"
+    python_version = (ROOT / ".python-version").read_text().strip()
+    assert (ROOT / "runtime.txt").read_text().strip() == f"python-{python_version}"
     assert f"{sys.version_info.major}.{sys.version_info.minor}" == python_version
 
 
 def test_procfile_runs_gunicorn_on_the_app():
-    assert (REPO / "Procfile").read_text().strip() == "web: gunicorn app:app"
+    assert (ROOT / "Procfile").read_text().strip() == "web: gunicorn app:app"
 
 
 def test_web_requirements_are_pinned_and_lean():
-    lines = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
     assert all("==" in line for line in lines)
     assert not {line.split("==")[0] for line in lines} & {"tensorflow", "keras", "onnx", "tf2onnx"}
