@@ -4,7 +4,8 @@ A model directory holds:
   config.json        hyperparameters (model.config.Config)
   vocab.json         words, characters and tags
   word_vectors.npy   the frozen word vectors, float16
-  weights.npz        every other weight, by Keras variable path
+  weights.npz        every other weight of each member network (model.ensemble),
+                     by member and Keras variable path
 The lean runtime (model.runtime) reads the same files plus tagger.onnx.
 """
 
@@ -16,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from model import ensemble
 from model.config import Config
-from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Tagger
+from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger
 from model.vocab import Vocab, decode_in_batches
 
-CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", "weights.npz"
+CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", ensemble.WEIGHTS
 
 
 def build_tagger(config: Config, vocab: Vocab, word_vectors: np.ndarray) -> Tagger:
@@ -47,41 +49,50 @@ def set_weights(tagger: Tagger, weights: dict[str, np.ndarray]) -> None:
             variable.assign(weights[_key(variable)])
 
 
-def save(tagger: Tagger, vocab: Vocab, config: Config, directory: Path) -> None:
+def save(members: list[Tagger], vocab: Vocab, config: Config, directory: Path) -> None:
     """Save with the tuned offsets folded into the word vectors (and zeroed in
-    the weights), so that every consumer reads one vector a word."""
+    the weights), so that every consumer reads one vector a word. Members share
+    the vectors, so only a single member may have tuned them."""
+    if len(members) > 1 and any(m.tuned_words for m in members):
+        raise ValueError("members of an ensemble share frozen word vectors; none may tune them")
     directory.mkdir(parents=True, exist_ok=True)
     config.save(directory / CONFIG)
     vocab.save(directory / VOCAB)
-    vectors = tagger.word_embedding.embeddings.numpy().astype(np.float32)
-    offsets = tagger.word_tuning.embeddings.numpy()
-    vectors[: tagger.tuned_words] += offsets[: tagger.tuned_words]
+    first = members[0]
+    vectors = first.word_embedding.embeddings.numpy().astype(np.float32)
+    vectors[: first.tuned_words] += first.word_tuning.embeddings.numpy()[: first.tuned_words]
     np.save(directory / WORD_VECTORS, vectors.astype(np.float16))
-    weights = trained_weights(tagger)
-    weights["word_tuning/embeddings"] = np.zeros_like(offsets)
-    np.savez(directory / WEIGHTS, **weights)
+    weights = [trained_weights(m) for m in members]
+    for member in weights:
+        member["word_tuning/embeddings"] = np.zeros_like(member["word_tuning/embeddings"])
+    np.savez(directory / WEIGHTS, **ensemble.join(weights))
 
 
-def load(directory: Path) -> tuple[Tagger, Vocab, Config]:
+def load(directory: Path) -> tuple[list[Tagger], Vocab, Config]:
+    """The member networks, the vocabulary and the configuration."""
     config = Config.load(directory / CONFIG)
     vocab = Vocab.load(directory / VOCAB)
-    tagger = build_tagger(config, vocab, np.load(directory / WORD_VECTORS))
-    with np.load(directory / WEIGHTS) as weights:
-        set_weights(tagger, dict(weights))
-    return tagger, vocab, config
+    word_vectors = np.load(directory / WORD_VECTORS)
+    members = []
+    for weights in ensemble.read_weights(directory):
+        tagger = build_tagger(config, vocab, word_vectors)
+        set_weights(tagger, weights)
+        members.append(tagger)
+    return members, vocab, config
 
 
 class TensorFlowTagger:
     """Tags tokenized sentences with the Keras network and the TensorFlow CRF."""
 
     def __init__(self, directory: Path, batch_size: int = 128):
-        self.tagger, self.vocab, self.config = load(Path(directory))
+        members, self.vocab, self.config = load(Path(directory))
+        self.tagger = Ensemble(members)
         self.batch_size = batch_size
         self._decode_ids = tf.function(self._decode_ids, input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
 
     def _decode_ids(self, word_ids, char_ids, casing_ids, lengths):
         emissions = self.tagger(word_ids, char_ids, casing_ids)
-        return self.tagger.crf.decode(emissions, lengths)
+        return self.tagger.decode(emissions, lengths)
 
     def emissions(self, sentences: list[list[str]]) -> np.ndarray:
         batch = self.vocab.encode(sentences)

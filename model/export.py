@@ -2,8 +2,10 @@
 
 Writes, beside the Keras weights:
   tagger.onnx    the emission network as an ONNX graph built from the weights
-                 (ONNX's own bidirectional LSTM op), for the lean runtime
-  crf.npz        the CRF transition scores, for Viterbi decoding in numpy
+                 (ONNX's own bidirectional LSTM op; for an ensemble, every
+                 member's and their mean), for the lean runtime
+  crf.npz        the CRF transition scores (the members' mean), for Viterbi
+                 decoding in numpy
   saved_model/   a TensorFlow SavedModel with a `serving_default` signature
                  (ids in, emissions and best tag ids out) for TensorFlow Serving
 then checks on dev and test that the ONNX runtime gives the TensorFlow tags.
@@ -23,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from model.data import DEFAULT_DATA_DIR, read_conll
+from model.ensemble import mean_crf, read_weights
 from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
 from model.vocab import batches_by_length
 
@@ -41,9 +44,9 @@ def lstm_weights(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) ->
     return reorder(kernel).T, reorder(recurrent).T, np.concatenate([reorder(bias), np.zeros_like(bias)])
 
 
-def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """The emission network: word vectors (looked up by the caller), character
-    ids, casing ids and lengths in; emission scores [batch, words, tags] out."""
+def member_graph(weights: dict[str, np.ndarray], prefix: str) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """One member's emission network: the graph's inputs in, `<prefix>emissions`
+    out. Every other name it makes starts with the prefix."""
     char_table = weights["char_embedding/embeddings"].copy()
     char_table[0] = 0.0  # the network zeroes padding characters; so does this row
     conv_kernel = weights["char_conv/kernel"]  # [width, in, filters]
@@ -58,16 +61,19 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         "char_table": char_table,
         "conv_w": conv_kernel.transpose(2, 1, 0),  # [filters, in, width]
         "conv_b": weights["char_conv/bias"],
+        "filters": np.array([conv_kernel.shape[2]], np.int64),
         "casing_table": weights["casing_embedding/embeddings"],
         "lstm_W": W, "lstm_R": R, "lstm_B": B,
         "dense_w": weights["emission/kernel"], "dense_b": weights["emission/bias"],
-        "neg_inf": np.array(-1e9, np.float32), "zero": np.array(0.0, np.float32),
-        "minus_one": np.array([-1], np.int64),
-        "axis_0": np.array([0], np.int64), "axis_1": np.array([1], np.int64),
-        "axis_2": np.array([2], np.int64), "axis_3": np.array([3], np.int64),
         "features_shape": np.array([0, 0, 2 * units], np.int64),
     }
-    node = helper.make_node
+
+    def node(op, inputs, outputs, **attributes):
+        """Names in CONSTANTS and the graph inputs are shared; the rest are the member's."""
+        def own(name):
+            return name if name in CONSTANTS or name in INPUTS else prefix + name
+        return helper.make_node(op, [own(n) for n in inputs], [own(n) for n in outputs], **attributes)
+
     nodes = [
         # Characters: embed, convolve, max-pool over real characters only.
         node("Shape", ["char_ids"], ["char_shape"]),
@@ -87,7 +93,6 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         node("Cast", ["has_chars_float"], ["has_chars"], to=TensorProto.BOOL),
         node("Where", ["has_chars", "pooled", "zero"], ["word_chars"]),
         node("Slice", ["char_shape", "axis_0", "axis_2", "axis_0"], ["batch_words"]),
-        node("Constant", [], ["filters"], value=numpy_helper.from_array(np.array([conv_kernel.shape[2]], np.int64))),
         node("Concat", ["batch_words", "filters"], ["chars_shape"], axis=0),
         node("Reshape", ["word_chars", "chars_shape"], ["chars"]),  # [batch, words, filters]
         # Word features, in the network's order: word vector, characters, casing.
@@ -102,10 +107,37 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         node("MatMul", ["hidden", "dense_w"], ["scores"]),
         node("Add", ["scores", "dense_b"], ["emissions"]),
     ]
-    initializer_list = [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()]
-    initializer_list.append(numpy_helper.from_array(np.array(0, np.int32), "zero_int"))
-    num_tags = weights["emission/bias"].shape[0]
-    word_dim = W.shape[2] - conv_kernel.shape[2] - initializers["casing_table"].shape[1]
+    return nodes, {prefix + name: value for name, value in initializers.items()}
+
+
+# Constants every member's graph shares.
+CONSTANTS = {
+    "neg_inf": np.array(-1e9, np.float32), "zero": np.array(0.0, np.float32), "zero_int": np.array(0, np.int32),
+    "minus_one": np.array([-1], np.int64),
+    "axis_0": np.array([0], np.int64), "axis_1": np.array([1], np.int64),
+    "axis_2": np.array([2], np.int64), "axis_3": np.array([3], np.int64),
+}
+INPUTS = ("word_vectors", "char_ids", "casing_ids", "lengths")
+
+
+def build_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
+    """The emission network: word vectors (looked up by the caller), character
+    ids, casing ids and lengths in; the members' mean emission scores
+    [batch, words, tags] out."""
+    nodes, initializers = [], dict(CONSTANTS)
+    for i, weights in enumerate(members):
+        member_nodes, member_initializers = member_graph(weights, f"m{i}_")
+        nodes += member_nodes
+        initializers.update(member_initializers)
+    initializers["members"] = np.array(len(members), np.float32)
+    nodes += [
+        helper.make_node("Sum", [f"m{i}_emissions" for i in range(len(members))], ["emission_sum"]),
+        helper.make_node("Div", ["emission_sum", "members"], ["emissions"]),
+    ]
+    first = members[0]
+    word_dim = (first["bilstm/forward_lstm/lstm_cell/kernel"].shape[0] - first["char_conv/kernel"].shape[2]
+                - first["casing_embedding/embeddings"].shape[1])
+    num_tags = first["emission/bias"].shape[0]
     graph = helper.make_graph(
         nodes,
         "bilstm_emissions",
@@ -116,7 +148,7 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
             helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]),
         ],
         outputs=[helper.make_tensor_value_info("emissions", TensorProto.FLOAT, ["batch", "words", num_tags])],
-        initializer=initializer_list,
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                              producer_name="model.export")
@@ -130,20 +162,21 @@ def export_saved_model(directory: Path) -> None:
     import tensorflow as tf
 
     from model.artifact import load
-    from model.network import INPUT_SIGNATURE, LENGTHS_SPEC
+    from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble
 
-    tagger, _, _ = load(directory)
+    members, _, _ = load(directory)
+    tagger = Ensemble(members)
 
     class Serving(tf.Module):
         def __init__(self):
             super().__init__()
             # The plain variables, tracked once (Keras' own export stores them twice).
-            self.tagger_variables = [v.value for v in tagger.weights]
+            self.tagger_variables = [v.value for m in members for v in m.weights]
 
         @tf.function(input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
         def serve(self, word_ids, char_ids, casing_ids, lengths):
             emissions = tagger(word_ids, char_ids, casing_ids)
-            return {"emissions": emissions, "tag_ids": tagger.crf.decode(emissions, lengths)}
+            return {"emissions": emissions, "tag_ids": tagger.decode(emissions, lengths)}
 
     module = Serving()
     target = directory / SAVED_MODEL_DIR
@@ -151,8 +184,8 @@ def export_saved_model(directory: Path) -> None:
     tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
 
 
-def write_crf(directory: Path, weights: dict[str, np.ndarray]) -> None:
-    np.savez(directory / CRF_FILE, transitions=weights["transitions"], start=weights["start"], end=weights["end"])
+def write_crf(directory: Path, members: list[dict[str, np.ndarray]]) -> None:
+    np.savez(directory / CRF_FILE, **mean_crf(members))
 
 
 def check_parity(directory: Path, data_dir: Path) -> dict:
@@ -178,10 +211,9 @@ def check_parity(directory: Path, data_dir: Path) -> dict:
 def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR) -> dict | None:
     """Write the serving files into a trained model directory; check parity on
     data_dir's dev and test sets unless it is None."""
-    with np.load(directory / "weights.npz") as saved:
-        weights = dict(saved)
-    onnx.save(build_onnx(weights), directory / ONNX_FILE)
-    write_crf(directory, weights)
+    members = read_weights(directory)
+    onnx.save(build_onnx(members), directory / ONNX_FILE)
+    write_crf(directory, members)
     export_saved_model(directory)
     if data_dir is None:
         return None

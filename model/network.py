@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.config import Config
-from model.crf import CRF
+from model.crf import CRF, viterbi_decode
 from model.vocab import CASINGS
 
 # A score no real activation reaches: padding characters never win the max-pool.
@@ -89,3 +89,25 @@ class Tagger(keras.Model):
         pooled = tf.reduce_max(tf.where(char_mask[..., None], convolved, _NEG_INF), axis=1)
         pooled = tf.where(tf.reduce_any(char_mask, axis=1)[:, None], pooled, 0.0)
         return tf.reshape(pooled, [shape[0], shape[1], self.char_conv.filters])
+
+
+class Ensemble:
+    """Taggers trained alike from different seeds, as one tagger. A tag path
+    scores the mean of the members' path scores: one CRF over the members'
+    mean emissions and mean transitions (model.ensemble)."""
+
+    def __init__(self, members: list[Tagger]):
+        self.members = members
+
+    def __call__(self, word_ids, char_ids, casing_ids):
+        """Mean emission scores [batch, words, tags]."""
+        return self._mean([m(word_ids, char_ids, casing_ids) for m in self.members])
+
+    def decode(self, emissions, lengths):
+        """The best tag path of each sentence under the mean CRF scores."""
+        crfs = [m.crf for m in self.members]
+        return viterbi_decode(emissions, lengths, self._mean([c.transitions for c in crfs]),
+                              self._mean([c.start for c in crfs]), self._mean([c.end for c in crfs]))
+
+    def _mean(self, tensors):
+        return tf.add_n(tensors) / len(tensors)

@@ -193,7 +193,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             losses.append(float(loss))
             progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         with average.swapped_in():
-            artifact.save(tagger, vocab, config, run_dir / "epoch")
+            artifact.save([tagger], vocab, config, run_dir / "epoch")
         f1 = dev_f1(run_dir / "epoch", dev_set)
         state["epoch"] = epoch
         state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "dev_f1": f1,
@@ -229,11 +229,12 @@ def main() -> None:
     parser.add_argument("--tune-words", action="store_true", help="fine-tune the training words' vectors")
     parser.add_argument("--singleton-unk", type=float, default=Config.singleton_unk)
     parser.add_argument("--average-decay", type=float, default=Config.average_decay)
+    parser.add_argument("--seed", type=int, default=Config.seed)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
                     tune_training_words=args.tune_words, singleton_unk=args.singleton_unk,
-                    average_decay=args.average_decay)
+                    average_decay=args.average_decay, seed=args.seed)
     train(config, args.data_dir, args.out, args.run_dir)
     report = export(args.out, args.data_dir)
     log.info("exported for serving; parity with TensorFlow: %s", report)

@@ -1,15 +1,18 @@
-"""A tiny model trains on a file the test writes, resumes, saves, loads and exports."""
+"""A tiny model trains on a file the test writes, resumes, saves, loads, exports
+and joins an ensemble."""
 
 import json
 
 import numpy as np
 import pytest
 
-from model import artifact, glove
+from model import artifact, ensemble, glove
 from model.backends import load_tagger
 from model.config import Config
 from model.export import export
+from model.runtime import viterbi
 from model.train import WeightAverage, train
+from model.vocab import Vocab
 
 SENTENCES = [
     ("Peter lives in Paris .", "B-PER O O B-LOC O"),
@@ -45,6 +48,19 @@ def tiny_run(tmp_path_factory, monkeypatch_module):
 
 
 @pytest.fixture(scope="module")
+def tiny_ensemble(tiny_run):
+    """Two frozen-vector models from different seeds, and their ensemble."""
+    root, _ = tiny_run
+    members = []
+    for seed in (1, 2):
+        config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=2, keep_pretrained=5, seed=seed)
+        train(config, root / "data", root / f"member{seed}", root / f"run{seed}")
+        members.append(root / f"member{seed}")
+    ensemble.combine(members, root / "ensemble")
+    return root, members
+
+
+@pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
@@ -63,9 +79,9 @@ def test_loss_falls_and_training_resumes(tiny_run):
 
 def test_save_load_round_trip_gives_identical_predictions(tiny_run):
     root, _ = tiny_run
-    tagger, vocab, config = artifact.load(root / "out")
-    artifact.save(tagger, vocab, config, root / "copy")
-    again, _, _ = artifact.load(root / "copy")
+    (tagger,), vocab, config = artifact.load(root / "out")
+    artifact.save([tagger], vocab, config, root / "copy")
+    (again,), _, _ = artifact.load(root / "copy")
     batch = vocab.encode([s.split() for s, _ in SENTENCES])
     first = tagger(batch.word_ids, batch.char_ids, batch.casing_ids).numpy()
     second = again(batch.word_ids, batch.char_ids, batch.casing_ids).numpy()
@@ -83,6 +99,36 @@ def test_export_matches_tensorflow(tiny_run):
     for i, sentence in enumerate(sentences):  # padding positions differ and do not matter
         np.testing.assert_allclose(expected[i, : len(sentence)], got[i, : len(sentence)], atol=1e-4)
     assert reference.tag(sentences) == lean.tag(sentences)
+
+
+def test_ensemble_scores_paths_by_the_members_mean(tiny_ensemble):
+    root, members = tiny_ensemble
+    sentences = [s.split() for s, _ in SENTENCES]
+    combined = load_tagger(root / "ensemble", "tensorflow")
+    mean_emissions = np.mean([load_tagger(m, "tensorflow").emissions(sentences) for m in members], axis=0)
+    np.testing.assert_allclose(combined.emissions(sentences), mean_emissions, atol=1e-5)
+    crf = ensemble.mean_crf([w for m in members for w in ensemble.read_weights(m)])
+    lengths = np.array([len(s) for s in sentences])
+    paths = viterbi(mean_emissions, lengths, crf["transitions"], crf["start"], crf["end"])
+    vocab = Vocab.load(root / "ensemble" / "vocab.json")
+    expected = [[vocab.tags[t] for t in path[:n]] for path, n in zip(paths, lengths, strict=True)]
+    assert combined.tag(sentences) == expected
+
+
+def test_ensemble_export_matches_tensorflow(tiny_ensemble):
+    root, _ = tiny_ensemble
+    report = export(root / "ensemble", data_dir=root / "data")
+    for split in ("valid", "test"):
+        assert report[split]["identical_tags"] == report[split]["sentences"] == len(SENTENCES)
+        assert report[split]["max_abs_emission_diff"] < 1e-4
+    history = json.loads((root / "ensemble" / "training.json").read_text())
+    assert [m["seed"] for m in history["members"]] == [1, 2]
+
+
+def test_ensemble_refuses_members_trained_differently(tiny_ensemble):
+    root, members = tiny_ensemble
+    with pytest.raises(ValueError, match="same hyperparameters"):
+        ensemble.combine([root / "out", members[0]], root / "mixed")
 
 
 def test_weight_average_moves_towards_the_weights_and_swaps_back():
