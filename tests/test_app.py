@@ -74,6 +74,8 @@ def test_api_model_describes_the_model(client, app):
     assert {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"} == set(info["tags"])
     assert info["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
     assert len(info["version"]) == 16 and info["backend"] == app.config["NER_BACKEND"]
+    training = json.loads((directory / "training.json").read_text())
+    assert info["members"] == len(training.get("members", [training]))
 
 
 def test_post_a_json_string_as_the_original_api_did(client):
