@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from syntok import segmenter
 
 from model.backends import load_tagger
-from model.ensemble import count_members
+from model.ensemble import WEIGHTS, count_members
 from model.tags import entity_spans
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "results" / "crf"
@@ -133,7 +133,7 @@ def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]
     return {
         "name": "BiLSTM-CRF named-entity tagger (CoNLL-2003 English)",
         "directory": directory.name,
-        "members": count_members(directory),
+        "members": count_members(directory) if (directory / WEIGHTS).exists() else None,
         "backend": backend,
         "version": digest.hexdigest()[:16],
         "tags": tags,
