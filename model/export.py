@@ -170,8 +170,9 @@ def export_saved_model(directory: Path) -> None:
     class Serving(tf.Module):
         def __init__(self):
             super().__init__()
-            # The plain variables, tracked once (Keras' own export stores them twice).
-            self.tagger_variables = [v.value for m in members for v in m.weights]
+            # The plain variables, tracked once (Keras' own export stores them
+            # twice); the members share the word vectors.
+            self.tagger_variables = list({id(v): v.value for m in members for v in m.weights}.values())
 
         @tf.function(input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
         def serve(self, word_ids, char_ids, casing_ids, lengths):

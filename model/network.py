@@ -30,20 +30,25 @@ LENGTHS_SPEC = tf.TensorSpec([None], tf.int32, "lengths")
 TAGS_SPEC = tf.TensorSpec([None, None], tf.int32, "tag_ids")
 
 
+def frozen_word_embedding(word_vectors: np.ndarray) -> keras.layers.Embedding:
+    """The pretrained vectors as a layer that training leaves alone; the members
+    of an ensemble share one."""
+    num_words, word_dim = word_vectors.shape
+    # float16 storage halves the artifact; the vectors are cast up on lookup.
+    embedding = keras.layers.Embedding(num_words, word_dim, trainable=False, dtype="float16", name="word_embedding")
+    embedding.build((None,))
+    embedding.embeddings.assign(word_vectors.astype(np.float16))
+    return embedding
+
+
 class Tagger(keras.Model):
-    def __init__(self, config: Config, word_vectors: np.ndarray, num_chars: int, num_tags: int):
+    def __init__(self, config: Config, word_embedding: keras.layers.Embedding, num_chars: int, num_tags: int):
         super().__init__()
-        num_words, word_dim = word_vectors.shape
-        # float16 storage halves the artifact; the vectors are cast up on lookup.
-        self.word_embedding = keras.layers.Embedding(
-            num_words, word_dim, trainable=False, dtype="float16", name="word_embedding"
-        )
-        self.word_embedding.build((None,))
-        self.word_embedding.embeddings.assign(word_vectors.astype(np.float16))
+        self.word_embedding = word_embedding
         # A trainable offset for the first `tuned_words` rows (the training
         # words); saving folds it into the stored vectors (model.artifact).
         self.word_tuning = keras.layers.Embedding(
-            max(config.tuned_words, 1), word_dim, embeddings_initializer="zeros", name="word_tuning"
+            max(config.tuned_words, 1), word_embedding.output_dim, embeddings_initializer="zeros", name="word_tuning"
         )
         self.tuned_words = config.tuned_words
         self.char_embedding = keras.layers.Embedding(num_chars, config.char_dim, name="char_embedding")

@@ -27,7 +27,7 @@ from model import artifact, glove
 from model.config import Config
 from model.data import DEFAULT_DATA_DIR, Sentence, read_conll
 from model.export import export
-from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger
+from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
 from model.tags import score
 from model.vocab import UNK, Vocab
 
@@ -164,7 +164,8 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
     if config.tune_training_words:
         training_words = {w.lower() for words, _ in pairs for w in words}
         config = dataclasses.replace(config, tuned_words=2 + len(training_words))
-    tagger = artifact.build_tagger(config, vocab, word_vectors_for(vocab, glove_words, glove_vectors))
+    word_embedding = frozen_word_embedding(word_vectors_for(vocab, glove_words, glove_vectors))
+    tagger = artifact.build_tagger(config, vocab, word_embedding)
     log.info("vocabulary: %d words, %d chars, tags %s", len(vocab.words), len(vocab.chars), vocab.tags)
     singletons = singleton_ids(vocab, train_set)
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
