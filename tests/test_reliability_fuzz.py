@@ -8,6 +8,7 @@ token and entity offsets slice the text that was sent.
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -158,7 +159,11 @@ def test_thousands_of_one_word_sentences_in_one_text(roomy_client):
     text = "Paris. London! Berlin? " * 2000
     result = check_answer(post(roomy_client, json.dumps(text).encode()), text)
     assert len(result["tokens"]) == 12_000
-    assert [e["text"] for e in result["entities"][:3]] == ["Paris", "London", "Berlin"]
+    # Every city, in order, at its own offset: no sentence lost or shifted. (Whether
+    # the "!" of the two-word sentence "London !" joins the entity is the model's call.)
+    cities = [m.start() for m in re.finditer("Paris|London|Berlin", text)]
+    assert [e["start"] for e in result["entities"]] == cities
+    assert {e["type"] for e in result["entities"]} == {"LOC"}
 
 
 def test_thousands_of_one_word_texts(roomy_client):
