@@ -29,6 +29,7 @@ COMMANDS = """\
 bash bench/run_all.sh            # everything below, then this report
 python bench/model_speed.py --json bench/results/model_speed.json
 python bench/batch_profile.py --json bench/results/batch_profile.json
+python bench/ensemble_cost.py
 python bench/cold_start.py
 python bench/memory.py
 python bench/load.py
@@ -115,6 +116,13 @@ def model_section(speed: dict) -> str:
         row.append(f"{engines['spacy'][f'latency_{kind}']['p50_ms'] / engines['onnx'][f'latency_{kind}']['p50_ms']:.1f}x faster")
         rows.append(row)
     return table(["", "lean runtime (ONNX)", "TensorFlow", "spaCy sm, NER only", "ONNX / TF", "ONNX / spaCy"], rows)
+
+
+def ensemble_section(cost: dict) -> str:
+    rows = [[name, f"{m['tok/s']:,.0f}", f"{m['ms']:.2f} ms"] for name, m in cost["medians"].items()]
+    rows.append(["ensemble / one network", f"{cost['batched_time_ratio']:.2f}x the time",
+                 f"{cost['latency_ratio']:.2f}x"])
+    return table(["", "batched tok/s (test set)", f"one {cost['latency_words']}-word sentence, p50"], rows)
 
 
 def batch_section(profile: dict) -> str:
@@ -270,7 +278,7 @@ def run_lines(results: dict[str, dict]) -> str:
 
 
 def main() -> None:
-    speed, profile = load("model_speed.json"), load("batch_profile.json")
+    speed, profile, cost = load("model_speed.json"), load("batch_profile.json"), load("ensemble_cost.json")
     load_data, memory, cold = load("load.json"), load("memory.json"), load("cold_start.json")
     plot(load_data)
     capacity = load("load_capacity.json") if (RESULTS / "load_capacity.json").exists() else {"rows": []}
@@ -287,7 +295,7 @@ comparisons are ratios taken in the same run. Loopback only.
 
 - Machine: {machine_lines(speed)}
 - Runs (each script's start; a script rerun alone shows its own date):
-{run_lines({"model_speed.py": speed, "batch_profile.py": profile, "load.py": load_data,
+{run_lines({"model_speed.py": speed, "batch_profile.py": profile, "ensemble_cost.py": cost, "load.py": load_data,
             "memory.py": memory, "cold_start.py": cold})}
 - Threads: {speed['threads']}. The TensorFlow *service* runs with TensorFlow's default thread pools, as
   deployed.
@@ -313,6 +321,14 @@ Latency: {speed['engines']['onnx']['latency_tokens']['calls_per_run']:,} calls a
 {speed['engines']['tensorflow']['latency_tokens']['calls_per_run']:,}) on "{speed['latency_sentence']}".
 
 {model_section(speed)}
+
+### What the ensemble costs
+
+The committed model is an ensemble of {cost['members']} networks (README, "Model"). Against its first
+network alone, cut out of the same model directory, side by side in one process (`bench/ensemble_cost.py`,
+lean runtime, one thread, medians of {cost['repeats']} interleaved runs):
+
+{ensemble_section(cost)}
 
 ### Batch size of the lean runtime
 

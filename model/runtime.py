@@ -43,8 +43,8 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
 class OnnxTagger:
     """Tags tokenized sentences; same interface as model.artifact.TensorFlowTagger."""
 
-    # 32 sentences a batch: the fastest of 8, 32, 128 and 512 on the test set;
-    # bigger batches pad more (BENCHMARKS.md, "Batch size of the lean runtime").
+    # 32 sentences a batch: within 1% of 8, the fastest, and faster than 128 and
+    # 512, which pad more (BENCHMARKS.md, "Batch size of the lean runtime").
     def __init__(self, directory: Path, batch_size: int = 32, threads: int = 1):
         directory = Path(directory)
         self.config = Config.load(directory / "config.json")

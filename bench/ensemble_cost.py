@@ -1,0 +1,96 @@
+"""What the ensemble costs: the committed model against its first network alone,
+side by side in one process, the lean runtime with one thread.
+
+    python bench/ensemble_cost.py [--model results/crf] [--repeats 5]  # writes bench/results/ensemble_cost.json
+
+The single network is cut out of the model directory (its weights, the shared
+vocabulary and vectors) into a temporary one. Prints the batched throughput on
+the CoNLL-2003 test set and the latency of one 15-word sentence, medians of
+--repeats interleaved runs, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common import machine, write_json
+
+from model.data import DEFAULT_DATA_DIR, read_conll
+from model.ensemble import mean_crf, read_weights
+from model.export import build_onnx
+from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
+
+LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
+LATENCY_CALLS = 500
+
+
+def first_member(model: Path, target: Path) -> Path:
+    """A model directory holding only the first network of `model`."""
+    for name in ("config.json", "vocab.json", "word_vectors.npy"):
+        shutil.copy(model / name, target / name)
+    first = read_weights(model)[:1]
+    onnx.save(build_onnx(first), target / ONNX_FILE)
+    np.savez(target / CRF_FILE, **mean_crf(first))
+    return target
+
+
+def throughput(tagger: OnnxTagger, sentences: list[list[str]], tokens: int) -> float:
+    started = time.perf_counter()
+    tagger.tag(sentences)
+    return tokens / (time.perf_counter() - started)
+
+
+def latency_ms(tagger: OnnxTagger, sentence: list[str]) -> float:
+    times = []
+    for _ in range(LATENCY_CALLS):
+        started = time.perf_counter()
+        tagger.tag([sentence])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, default=ROOT / "results" / "crf")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    sentences = [s.words for s in read_conll(DEFAULT_DATA_DIR / "test.txt")]
+    tokens = sum(len(s) for s in sentences)
+    latency_sentence = next(words for words in sentences if len(words) == LATENCY_WORDS)
+    with tempfile.TemporaryDirectory() as single_dir:
+        taggers = {"one network": OnnxTagger(first_member(args.model, Path(single_dir))),
+                   "ensemble": OnnxTagger(args.model)}
+        figures: dict[str, dict[str, list[float]]] = {n: {"tok/s": [], "ms": []} for n in taggers}
+        for _ in range(args.repeats):
+            for name, tagger in taggers.items():
+                figures[name]["tok/s"].append(throughput(tagger, sentences, tokens))
+                figures[name]["ms"].append(latency_ms(tagger, latency_sentence))
+    medians = {n: {k: statistics.median(v) for k, v in f.items()} for n, f in figures.items()}
+    one, ensemble = medians["one network"], medians["ensemble"]
+    result = {
+        **machine(), "repeats": args.repeats, "tokens": tokens, "latency_words": LATENCY_WORDS,
+        "members": len(read_weights(args.model)), "medians": medians,
+        "batched_time_ratio": one["tok/s"] / ensemble["tok/s"], "latency_ratio": ensemble["ms"] / one["ms"],
+    }
+    print(f"test set, {tokens:,} tokens; medians of {args.repeats} runs; ONNX Runtime, one thread")
+    print(f"{'':<12} {'batched tok/s':>14} {f'{LATENCY_WORDS}-word sentence ms':>20}")
+    for name, m in medians.items():
+        print(f"{name:<12} {m['tok/s']:>14,.0f} {m['ms']:>20.2f}")
+    print(f"the ensemble of {result['members']}: {result['batched_time_ratio']:.2f}x the batched time, "
+          f"{result['latency_ratio']:.2f}x the latency")
+    print(f"wrote {write_json('ensemble_cost.json', result)}")
+
+if __name__ == "__main__":
+    main()
