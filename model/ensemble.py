@@ -76,6 +76,7 @@ def combine(models: list[Path], out_dir: Path) -> None:
 
 
 def main() -> None:
+    # Imported here: model.export imports this module.
     from model.data import DEFAULT_DATA_DIR
     from model.export import export
 
