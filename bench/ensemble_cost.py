@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from common import machine, write_json
 
 from model.data import DEFAULT_DATA_DIR, read_conll
-from model.ensemble import mean_crf, read_weights
+from model.ensemble import SHARED_FILES, count_members, mean_crf, read_weights
 from model.export import build_onnx
 from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
 
@@ -38,7 +38,7 @@ LATENCY_CALLS = 500
 
 def first_member(model: Path, target: Path) -> Path:
     """A model directory holding only the first network of `model`."""
-    for name in ("config.json", "vocab.json", "word_vectors.npy"):
+    for name in ("config.json", *SHARED_FILES):
         shutil.copy(model / name, target / name)
     first = read_weights(model)[:1]
     onnx.save(build_onnx(first), target / ONNX_FILE)
@@ -81,7 +81,7 @@ def main() -> None:
     one, ensemble = medians["one network"], medians["ensemble"]
     result = {
         **machine(), "repeats": args.repeats, "tokens": tokens, "latency_words": LATENCY_WORDS,
-        "members": len(read_weights(args.model)), "medians": medians,
+        "members": count_members(args.model), "medians": medians,
         "batched_time_ratio": one["tok/s"] / ensemble["tok/s"], "latency_ratio": ensemble["ms"] / one["ms"],
     }
     print(f"test set, {tokens:,} tokens; medians of {args.repeats} runs; ONNX Runtime, one thread")
@@ -91,6 +91,7 @@ def main() -> None:
     print(f"the ensemble of {result['members']}: {result['batched_time_ratio']:.2f}x the batched time, "
           f"{result['latency_ratio']:.2f}x the latency")
     print(f"wrote {write_json('ensemble_cost.json', result)}")
+
 
 if __name__ == "__main__":
     main()
