@@ -64,7 +64,7 @@ class ModelLoader:
         self._load = load
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._done = threading.Event()  # set when loading ends, ready or failed
         self.api: serve.ModelApi | None = None
         self.failed = False
 
@@ -81,19 +81,21 @@ class ModelLoader:
         except Exception:
             log.exception("the model failed to load")
             self.failed = True
-            return
-        self.api = api
-        self._ready.set()
-        log.info("model ready: %s", api.info["version"])
+        else:
+            self.api = api
+            log.info("model ready: %s", api.info["version"])
+        finally:
+            self._done.set()
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self._done.is_set() and not self.failed
 
     def wait(self, timeout: float) -> serve.ModelApi:
-        """The loaded model; ApiError 503 if it is not ready within `timeout` seconds."""
+        """The loaded model; ApiError 503 if it failed to load, or is not ready
+        within `timeout` seconds."""
         self.start()
-        if not self.failed and self._ready.wait(timeout):
+        if self._done.wait(timeout) and not self.failed:
             return self.api
         message = "the model failed to load" if self.failed else "the model is still loading; retry shortly"
         raise ApiError(503, "not_ready", message)

@@ -15,7 +15,7 @@ import pytest
 
 import app as app_module
 import serve
-from app import create_app, model_loader, settings_from_env
+from app import ApiError, create_app, model_loader, settings_from_env
 from tests.service_fixtures import ROOT, TEST_LIMITS, free_port, http, wait_until_ready
 
 PARIS = {
@@ -131,6 +131,7 @@ def test_json_nested_past_the_recursion_limit_is_400_not_500(tmp_path):
     client = create_app({"NER_MODEL_DIR": str(tmp_path), "MAX_CONTENT_LENGTH": 2 * depth + 2}).test_client()
     response = client.post("/api", data=b"[" * depth + b"]" * depth, content_type="application/json")
     assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
+    wait_for_the_failed_load(client)
 
 
 @pytest.mark.parametrize(
@@ -240,6 +241,20 @@ def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
     assert client.post("/api", json="I love Paris").get_json() == PARIS
 
 
+def wait_for_the_failed_load(client) -> None:
+    """A test that started loading a missing model lets the loader thread end
+    before the next test: its traceback formatting uses `ast`, which CPython
+    3.11.7 cannot run in two threads at once (a SystemError in the other)."""
+    with pytest.raises(ApiError, match="failed to load"):
+        model_loader(client.application).wait(30)
+
+
+def test_a_model_that_fails_to_load_is_answered_at_once(tmp_path):
+    client = create_app({"NER_MODEL_DIR": str(tmp_path / "missing"), "NER_LOAD_WAIT_S": 600}).test_client()
+    response = client.post("/api", json="I love Paris")  # waits for the load to end, not for 600 s
+    assert response.status_code == 503 and "failed to load" in error_of(response)["message"]
+
+
 def test_a_model_that_fails_to_load_is_reported(tmp_path, caplog):
     flask_app = create_app({"NER_MODEL_DIR": str(tmp_path / "missing")})
     client = flask_app.test_client()
@@ -281,6 +296,7 @@ def test_cors_origins_can_be_restricted(tmp_path):
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://two.example"
     refused = client.post("/api", json="Paris", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in refused.headers
+    wait_for_the_failed_load(client)
 
 
 # Configuration.
