@@ -32,7 +32,7 @@ glove:
 
 train: glove
 	for seed in $(SEEDS); do \
-	  $(PYTHON) -m model.train --seed $$seed --run-dir runs/seed$$seed --out runs/seed$$seed/out || exit 1; \
+	  $(PYTHON) -m model.train --seed $$seed --run-dir runs/seed$$seed || exit 1; \
 	done
 	$(PYTHON) -m model.ensemble --out results/crf $(foreach seed,$(SEEDS),runs/seed$(seed)/out)
 

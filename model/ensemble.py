@@ -70,9 +70,15 @@ def combine(models: list[Path], out_dir: Path) -> None:
         shutil.copy(models[0] / name, out_dir / name)
     configs[0].save(out_dir / "config.json")
     np.savez(out_dir / WEIGHTS, **join([weights for model in models for weights in read_weights(model)]))
-    histories = [json.loads((model / "training.json").read_text()) for model in models]
-    members = [{"seed": c.seed, **history} for c, history in zip(configs, histories, strict=True)]
+    members = [member for model, c in zip(models, configs, strict=True) for member in _member_histories(model, c)]
     (out_dir / "training.json").write_text(json.dumps({"members": members}, indent=2) + "\n")
+
+
+def _member_histories(model: Path, config: Config) -> list[dict]:
+    """Each network's seed and training history; an ensemble given as a model
+    brings its members' own."""
+    history = json.loads((model / "training.json").read_text())
+    return history.get("members", [{"seed": config.seed, **history}])
 
 
 def main() -> None:

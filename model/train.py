@@ -1,4 +1,4 @@
-"""Train the tagger: `python -m model.train [--data-dir DIR] [--out results/crf]`.
+"""Train one network: `python -m model.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
 
 Early stopping on dev F1; the best epoch is kept and exported for serving
 (model.export). Every epoch leaves a checkpoint in --run-dir, and a rerun of
@@ -222,7 +222,9 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="holds train.txt and valid.txt")
-    parser.add_argument("--out", type=Path, default=Path("results/crf"), help="where the best model goes")
+    # Not results/crf by default: one network must not silently replace the
+    # committed ensemble (model.ensemble writes that).
+    parser.add_argument("--out", type=Path, help="where the best model goes (default: <run-dir>/out)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/crf"), help="checkpoints and log")
     parser.add_argument("--max-epochs", type=int, default=Config.max_epochs)
     parser.add_argument("--lstm-units", type=int, default=Config.lstm_units)
@@ -236,8 +238,9 @@ def main() -> None:
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
                     tune_training_words=args.tune_words, singleton_unk=args.singleton_unk,
                     average_decay=args.average_decay, seed=args.seed)
-    train(config, args.data_dir, args.out, args.run_dir)
-    report = export(args.out, args.data_dir)
+    out = args.out or args.run_dir / "out"
+    train(config, args.data_dir, out, args.run_dir)
+    report = export(out, args.data_dir)
     log.info("exported for serving; parity with TensorFlow: %s", report)
 
 

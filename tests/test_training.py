@@ -125,6 +125,15 @@ def test_ensemble_export_matches_tensorflow(tiny_ensemble):
     assert [m["seed"] for m in history["members"]] == [1, 2]
 
 
+def test_an_ensemble_given_as_a_model_joins_member_by_member(tiny_ensemble):
+    root, members = tiny_ensemble
+    ensemble.combine([root / "ensemble", members[0]], root / "nested")
+    assert ensemble.count_members(root / "nested") == 3
+    history = json.loads((root / "nested" / "training.json").read_text())
+    assert [m["seed"] for m in history["members"]] == [1, 2, 1]
+    assert all(m["history"] for m in history["members"])
+
+
 def test_ensemble_refuses_members_trained_differently(tiny_ensemble):
     root, members = tiny_ensemble
     with pytest.raises(ValueError, match="same hyperparameters"):
