@@ -191,12 +191,15 @@ def write_crf(directory: Path, members: list[dict[str, np.ndarray]]) -> None:
 
 def check_parity(directory: Path, data_dir: Path) -> dict:
     """Tags and emissions of the ONNX runtime against TensorFlow, sentence by
-    sentence, over the dev and test sets."""
+    sentence, over the dev and test sets that data_dir has (a user's own data
+    may have no test set)."""
     from model.artifact import TensorFlowTagger
 
     reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
     report = {}
     for split in ("valid", "test"):
+        if not (data_dir / f"{split}.txt").exists():
+            continue
         sentences = [s.words for s in read_conll(data_dir / f"{split}.txt")]
         largest = 0.0
         for indices in batches_by_length(sentences, 128):
@@ -211,7 +214,7 @@ def check_parity(directory: Path, data_dir: Path) -> dict:
 
 def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR) -> dict | None:
     """Write the serving files into a trained model directory; check parity on
-    data_dir's dev and test sets unless it is None."""
+    data_dir's dev and test sets unless data_dir is None."""
     members = read_weights(directory)
     onnx.save(build_onnx(members), directory / ONNX_FILE)
     write_crf(directory, members)

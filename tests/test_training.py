@@ -101,6 +101,16 @@ def test_export_matches_tensorflow(tiny_run):
     assert reference.tag(sentences) == lean.tag(sentences)
 
 
+def test_export_checks_the_splits_that_a_users_data_has(tiny_run):
+    root, _ = tiny_run
+    dev_only = root / "dev_only"
+    dev_only.mkdir()
+    write_split(dev_only / "valid.txt", SENTENCES)
+    report = export(root / "out", data_dir=dev_only)
+    assert list(report) == ["valid"]
+    assert report["valid"]["identical_tags"] == len(SENTENCES)
+
+
 def test_ensemble_scores_paths_by_the_members_mean(tiny_ensemble):
     root, members = tiny_ensemble
     sentences = [s.split() for s, _ in SENTENCES]
