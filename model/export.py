@@ -198,9 +198,10 @@ def check_parity(directory: Path, data_dir: Path) -> dict:
     reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
     report = {}
     for split in ("valid", "test"):
-        if not (data_dir / f"{split}.txt").exists():
+        path = data_dir / f"{split}.txt"
+        if not path.exists():
             continue
-        sentences = [s.words for s in read_conll(data_dir / f"{split}.txt")]
+        sentences = [s.words for s in read_conll(path)]
         largest = 0.0
         for indices in batches_by_length(sentences, 128):
             batch = [sentences[i] for i in indices]
