@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "conll2003"
+# Inside the repository (data/conll2003/README.md says where it comes from).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "conll2003"
 
 
 class DataFormatError(ValueError):
