@@ -21,6 +21,17 @@ class Config:
     # Training words seen once are replaced by the unknown word with this
     # probability, so the network learns what to do with unknown words.
     singleton_unk: float = 0.5
+    # Each epoch, a training sentence is lowercased with probability
+    # recase_lower and uppercased with probability recase_upper, else kept as
+    # written, so that the network learns to tag text without normal case.
+    recase_lower: float = 0.25
+    recase_upper: float = 0.25
+    # Train on train + dev for a fixed max_epochs (no early stopping): only for
+    # final networks, once the epochs were fixed by a run that stopped on dev.
+    train_on_dev: bool = False
+    # With train_on_dev, the epochs after which the learning rate decays, copied
+    # from the dev run that fixed the epochs (its training.json, "lr_decays").
+    decay_epochs: tuple[int, ...] = ()
     char_dim: int = 30
     char_filters: int = 50
     char_kernel: int = 3

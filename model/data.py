@@ -9,6 +9,22 @@ from pathlib import Path
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "conll2003"
 
 
+# How a sentence's words are written: as in the source, or all lower/upper case
+# (chat, search queries and transcripts; headlines).
+CASES = ("as_written", "lower", "upper")
+
+
+def recase(words: list[str], case: str) -> list[str]:
+    """The words in the given case (one of CASES); the tags do not change."""
+    if case == "lower":
+        return [w.lower() for w in words]
+    if case == "upper":
+        return [w.upper() for w in words]
+    if case == "as_written":
+        return list(words)
+    raise ValueError(f"case must be one of {', '.join(CASES)}, not {case!r}")
+
+
 class DataFormatError(ValueError):
     """A line of a data file that is not `word ... tag`."""
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from model import artifact, glove
 from model.config import Config
-from model.data import DEFAULT_DATA_DIR, Sentence, read_conll
+from model.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
 from model.export import export
 from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
 from model.tags import score
@@ -106,9 +106,20 @@ def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer, avera
     return train_step
 
 
-def dev_f1(directory: Path, sentences: list[Sentence]) -> float:
-    predicted = artifact.TensorFlowTagger(directory).tag([s.words for s in sentences])
-    return score([s.tags for s in sentences], predicted).overall.f1
+def recased_at_random(sentences: list[Sentence], config: Config, rng: np.random.Generator) -> list[Sentence]:
+    """Each sentence lowercased with probability recase_lower, uppercased with
+    probability recase_upper, else as written; drawn anew each epoch."""
+    draws = rng.random(len(sentences))
+    cases = np.where(draws < config.recase_lower, "lower",
+                     np.where(draws < config.recase_lower + config.recase_upper, "upper", "as_written"))
+    return [Sentence(recase(s.words, case), s.tags) for s, case in zip(sentences, cases, strict=True)]
+
+
+def dev_f1_by_case(directory: Path, sentences: list[Sentence]) -> dict[str, float]:
+    """Dev F1 with the words as written, lowercased and uppercased."""
+    tagger = artifact.TensorFlowTagger(directory)
+    gold = [s.tags for s in sentences]
+    return {case: score(gold, tagger.tag([recase(s.words, case) for s in sentences])).overall.f1 for case in CASES}
 
 
 class Checkpoint:
@@ -158,6 +169,8 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
     keras.utils.set_random_seed(config.seed)
     train_set = read_conll(data_dir / "train.txt")
     dev_set = read_conll(data_dir / "valid.txt")
+    if config.train_on_dev:
+        train_set += dev_set
     glove_words, glove_vectors = glove.load()
     pairs = [(s.words, s.tags) for s in train_set]
     vocab = Vocab.build(pairs, glove_words, config.keep_pretrained, keep_unvectored=config.tune_training_words)
@@ -174,19 +187,22 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
 
     checkpoint = Checkpoint(run_dir / "last")
     best_dir = run_dir / "best"
-    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "history": []}
+    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "lr_decays": [], "history": []}
     if checkpoint.exists():
         state = checkpoint.restore(tagger, optimizer, average)
         log.info("resumed after epoch %d (best dev F1 %.2f)", state["epoch"], state["best_f1"])
 
-    while state["epoch"] < config.max_epochs and state["epoch"] - state["best_epoch"] < config.patience:
+    while state["epoch"] < config.max_epochs and (
+        config.train_on_dev or state["epoch"] - state["best_epoch"] < config.patience
+    ):
         epoch = state["epoch"] + 1
         rng = np.random.default_rng(config.seed + epoch)
         started = time.time()
         losses = []
-        progress = tqdm(shuffled_batches(train_set, config.batch_size, rng), desc=f"epoch {epoch}", leave=False)
+        epoch_set = recased_at_random(train_set, config, rng)
+        progress = tqdm(shuffled_batches(epoch_set, config.batch_size, rng), desc=f"epoch {epoch}", leave=False)
         for indices in progress:
-            sentences = [train_set[i] for i in indices]
+            sentences = [epoch_set[i] for i in indices]
             batch = vocab.encode([s.words for s in sentences])
             tag_ids = vocab.encode_tags([s.tags for s in sentences])
             word_ids = drop_singletons(batch.word_ids, singletons, vocab.word_index[UNK], config.singleton_unk, rng)
@@ -195,21 +211,34 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         with average.swapped_in():
             artifact.save([tagger], vocab, config, run_dir / "epoch")
-        f1 = dev_f1(run_dir / "epoch", dev_set)
         state["epoch"] = epoch
-        state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "dev_f1": f1,
-                                 "seconds": round(time.time() - started, 1)})
-        if f1 > state["best_f1"]:
-            state["best_f1"], state["best_epoch"] = f1, epoch
+        entry = {"epoch": epoch, "loss": float(np.mean(losses))}
+        if config.train_on_dev:
+            improved = True  # dev is training data here: the last epoch is the model
+        else:
+            by_case = dev_f1_by_case(run_dir / "epoch", dev_set)
+            # Chosen on the mean over the three cases, so that no case is given up.
+            f1 = float(np.mean(list(by_case.values())))
+            entry.update({"dev_f1": by_case["as_written"], "dev_f1_by_case": by_case, "dev_f1_mean": f1})
+            improved = f1 > state["best_f1"]
+            if improved:
+                state["best_f1"] = f1
+        state["history"].append({**entry, "seconds": round(time.time() - started, 1)})
+        if improved:
+            state["best_epoch"] = epoch
             shutil.rmtree(best_dir, ignore_errors=True)
             shutil.copytree(run_dir / "epoch", best_dir)
         stalled = epoch - state["best_epoch"]
-        if stalled and stalled % config.decay_patience == 0:
+        decays = epoch in config.decay_epochs if config.train_on_dev else stalled and stalled % config.decay_patience == 0
+        if decays:
             optimizer.learning_rate.assign(optimizer.learning_rate * config.lr_decay)
-            log.info("no better dev F1 for %d epochs: learning rate now %.2e", stalled, float(optimizer.learning_rate))
+            state["lr_decays"].append(epoch)
+            log.info("learning rate now %.2e", float(optimizer.learning_rate))
         checkpoint.save(tagger, optimizer, average, state)
-        log.info("epoch %d: loss %.4f, dev F1 %.2f (best %.2f at epoch %d), %.0fs", epoch,
-                 np.mean(losses), f1, state["best_f1"], state["best_epoch"], time.time() - started)
+        log.info("epoch %d: loss %.4f, %s, %.0fs", epoch, np.mean(losses),
+                 "trained on train + dev" if config.train_on_dev else
+                 f"dev F1 {entry['dev_f1_by_case']} mean {entry['dev_f1_mean']:.2f} "
+                 f"(best {state['best_f1']:.2f} at epoch {state['best_epoch']})", time.time() - started)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (artifact.CONFIG, artifact.VOCAB, artifact.WORD_VECTORS, artifact.WEIGHTS):
@@ -233,11 +262,19 @@ def main() -> None:
     parser.add_argument("--singleton-unk", type=float, default=Config.singleton_unk)
     parser.add_argument("--average-decay", type=float, default=Config.average_decay)
     parser.add_argument("--seed", type=int, default=Config.seed)
+    parser.add_argument("--recase-lower", type=float, default=Config.recase_lower)
+    parser.add_argument("--recase-upper", type=float, default=Config.recase_upper)
+    parser.add_argument("--train-on-dev", action="store_true",
+                        help="train on train + dev for exactly --max-epochs (final networks only)")
+    parser.add_argument("--decay-epochs", type=int, nargs="*", default=[],
+                        help="with --train-on-dev: epochs after which the learning rate decays")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
                     tune_training_words=args.tune_words, singleton_unk=args.singleton_unk,
-                    average_decay=args.average_decay, seed=args.seed)
+                    average_decay=args.average_decay, seed=args.seed, recase_lower=args.recase_lower,
+                    recase_upper=args.recase_upper, train_on_dev=args.train_on_dev,
+                    decay_epochs=tuple(args.decay_epochs))
     out = args.out or args.run_dir / "out"
     train(config, args.data_dir, out, args.run_dir)
     report = export(out, args.data_dir)
