@@ -1,8 +1,11 @@
 """Score a trained model: `python -m model.evaluate --split test [--model results/crf]`.
 
 Prints a conlleval-style table for a split of the data directory (train,
-valid, test) or for any CoNLL file (--file). Scores of the dev and test splits
-are also written to <model>/metrics.json, which the service reports.
+valid, test) or for any CoNLL file (--file). `--case lower|upper` recases the
+words first, to score the model on text without normal case. Scores of the dev
+and test splits are also written to <model>/metrics.json, which the service
+reports: as written under "dev" and "test", recased under "dev_lower",
+"test_upper" and so on.
 """
 
 from __future__ import annotations
@@ -13,24 +16,29 @@ from dataclasses import asdict
 from pathlib import Path
 
 from model.backends import BACKENDS, load_tagger
-from model.data import DEFAULT_DATA_DIR, read_conll
+from model.data import CASES, DEFAULT_DATA_DIR, read_conll, recase
 from model.tags import Report, format_report, score
 
 METRICS_FILE = "metrics.json"
 METRICS_KEYS = {"valid": "dev", "test": "test"}
 
 
-def evaluate(directory: Path, path: Path, backend: str = "tensorflow") -> Report:
+def evaluate(directory: Path, path: Path, backend: str = "tensorflow", case: str = "as_written") -> Report:
     sentences = read_conll(path)
-    predicted = load_tagger(directory, backend).tag([s.words for s in sentences])
+    predicted = load_tagger(directory, backend).tag([recase(s.words, case) for s in sentences])
     return score([s.tags for s in sentences], predicted)
 
 
-def record(directory: Path, split: str, path: Path, report: Report) -> None:
+def metrics_key(split: str, case: str) -> str:
+    """Where a split's scores go in metrics.json: "dev", "test_lower", ..."""
+    return METRICS_KEYS[split] if case == "as_written" else f"{METRICS_KEYS[split]}_{case}"
+
+
+def record(directory: Path, split: str, path: Path, report: Report, case: str = "as_written") -> None:
     """Keep the split's figures in metrics.json beside the model."""
     metrics_path = directory / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    metrics[METRICS_KEYS[split]] = {
+    metrics[metrics_key(split, case)] = {
         "file": path.name,
         "f1": round(report.overall.f1, 2),
         "precision": round(report.overall.precision, 2),
@@ -49,13 +57,14 @@ def main() -> None:
     source.add_argument("--file", type=Path, help="any CoNLL file (2 or 4 columns)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--backend", choices=BACKENDS, default="tensorflow")
+    parser.add_argument("--case", choices=CASES, default="as_written", help="recase the words before tagging")
     args = parser.parse_args()
     path = args.file or args.data_dir / f"{args.split}.txt"
-    report = evaluate(args.model, path, args.backend)
-    print(f"{path} ({args.backend} backend)")
+    report = evaluate(args.model, path, args.backend, args.case)
+    print(f"{path}, {args.case.replace('_', ' ')} ({args.backend} backend)")
     print(format_report(report))
     if args.file is None and args.split in METRICS_KEYS:
-        record(args.model, args.split, path, report)
+        record(args.model, args.split, path, report, args.case)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ import pytest
 from model import artifact, ensemble, glove
 from model.backends import load_tagger
 from model.config import Config
+from model.data import Sentence
 from model.export import export
 from model.runtime import viterbi
-from model.train import WeightAverage, train
+from model.train import WeightAverage, recased_at_random, train
 from model.vocab import Vocab
 
 SENTENCES = [
@@ -160,3 +161,29 @@ def test_weight_average_moves_towards_the_weights_and_swaps_back():
     with average.swapped_in():
         np.testing.assert_allclose(weight.numpy(), 1.0)  # 0.75 * 0 + 0.25 * 4
     np.testing.assert_allclose(weight.numpy(), 4.0)
+
+
+def test_recasing_at_random_keeps_the_tags_and_follows_the_proportions():
+    sentences = [Sentence(["Anna", "Smith", "visited", "London"], ["B-PER", "I-PER", "O", "B-LOC"])] * 4000
+    config = Config(recase_lower=0.2, recase_upper=0.3)
+    recased = recased_at_random(sentences, config, np.random.default_rng(0))
+    assert all(s.tags == sentences[0].tags for s in recased)
+    written = [" ".join(s.words) for s in recased]
+    shares = {text: written.count(text) / len(written) for text in set(written)}
+    assert set(shares) == {"Anna Smith visited London", "anna smith visited london", "ANNA SMITH VISITED LONDON"}
+    assert shares["anna smith visited london"] == pytest.approx(0.2, abs=0.03)
+    assert shares["ANNA SMITH VISITED LONDON"] == pytest.approx(0.3, abs=0.03)
+    again = recased_at_random(sentences, config, np.random.default_rng(0))
+    assert [s.words for s in again] == [s.words for s in recased]
+
+
+def test_training_on_train_and_dev_runs_the_fixed_epochs_and_keeps_the_last(tiny_run):
+    root, _ = tiny_run
+    config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=3, patience=1, keep_pretrained=5,
+                    train_on_dev=True, decay_epochs=(2,))
+    train(config, root / "data", root / "final", root / "run-final")
+    state = json.loads((root / "final" / "training.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert state["best_epoch"] == 3
+    assert state["lr_decays"] == [2]
+    assert "dev_f1" not in state["history"][0]
