@@ -28,17 +28,17 @@ lint:
 SEEDS ?= 42 1 2
 glove:
 	$(PYTHON) -m pip install -r requirements-train.txt
-	$(PYTHON) -m model.glove
+	$(PYTHON) -m model.training.glove
 
 train: glove
 	for seed in $(SEEDS); do \
-	  $(PYTHON) -m model.train --seed $$seed --run-dir runs/seed$$seed || exit 1; \
+	  $(PYTHON) -m model.training.train --seed $$seed --run-dir runs/seed$$seed || exit 1; \
 	done
-	$(PYTHON) -m model.ensemble --out results/crf $(foreach seed,$(SEEDS),runs/seed$(seed)/out)
+	$(PYTHON) -m model.training.ensemble --out results/crf $(foreach seed,$(SEEDS),runs/seed$(seed)/out)
 
 evaluate:
-	$(PYTHON) -m model.evaluate --split valid
-	$(PYTHON) -m model.evaluate --split test
+	$(PYTHON) -m model.training.evaluate --split valid
+	$(PYTHON) -m model.training.evaluate --split test
 
 export:
-	$(PYTHON) -m model.export
+	$(PYTHON) -m model.training.export

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from syntok import segmenter
 
 from model.backends import load_tagger
-from model.ensemble import WEIGHTS, count_members
 from model.tags import entity_spans
+from model.training.ensemble import WEIGHTS, count_members
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "results" / "crf"
 # The files that make up the model, hashed into its version (metrics.json is a
@@ -39,7 +39,7 @@ class Token:
 
 
 class Tagger(Protocol):
-    """What both backends (model.runtime.OnnxTagger, model.artifact.TensorFlowTagger) offer."""
+    """What both backends (model.runtime.OnnxTagger, model.training.artifact.TensorFlowTagger) offer."""
 
     vocab: Any  # model.vocab.Vocab; serving reads its tag list
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 # After the repository root is importable.
 from model.backends import BACKENDS  # noqa: F401  (the scripts take it from here)
-from model.data import DEFAULT_DATA_DIR, read_conll
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"  # loopback only

@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, write_json
 
-from model.data import DEFAULT_DATA_DIR, read_conll
-from model.ensemble import SHARED_FILES, count_members, mean_crf, read_weights
-from model.export import build_onnx
 from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
+from model.training.data import DEFAULT_DATA_DIR, read_conll
+from model.training.ensemble import SHARED_FILES, count_members, mean_crf, read_weights
+from model.training.export import build_onnx
 
 LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
 LATENCY_CALLS = 500

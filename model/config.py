@@ -50,7 +50,7 @@ class Config:
     average_decay: float = 0.0
     max_epochs: int = 60
     patience: int = 8
-    # In an ensemble's config.json (model.ensemble), the first member's seed;
+    # In an ensemble's config.json (model.training.ensemble), the first member's seed;
     # training.json lists every member's.
     seed: int = 42
 

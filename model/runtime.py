@@ -1,7 +1,7 @@
 """The lean serving runtime: ONNX Runtime for the emissions, numpy for Viterbi.
 
 Imports neither TensorFlow nor Keras, so a web worker stays small and starts
-fast. Reads the model directory that `python -m model.export` completes with
+fast. Reads the model directory that `python -m model.training.export` completes with
 tagger.onnx and crf.npz.
 """
 
@@ -41,7 +41,7 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
 
 
 class OnnxTagger:
-    """Tags tokenized sentences; same interface as model.artifact.TensorFlowTagger."""
+    """Tags tokenized sentences; same interface as model.training.artifact.TensorFlowTagger."""
 
     # 32 sentences a batch: within 1% of 8, the fastest, and faster than 128 and
     # 512, which pad more (BENCHMARKS.md, "Batch size of the lean runtime").

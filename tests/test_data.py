@@ -2,7 +2,7 @@
 
 import pytest
 
-from model.data import DataFormatError, read_conll, recase
+from model.training.data import DataFormatError, read_conll, recase
 
 
 def write(tmp_path, text: str):

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from model.data import DEFAULT_DATA_DIR, read_conll
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from tests.service_fixtures import ROOT, free_port, procfile_command, wait_until_ready
 
 HOST = "127.0.0.1"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import serve
-from model.data import DEFAULT_DATA_DIR, read_conll
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from serve import Token, align_data, annotate, tokenize
 
 

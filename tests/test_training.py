@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from model import artifact, ensemble, glove
 from model.backends import load_tagger
 from model.config import Config
-from model.data import Sentence
-from model.export import export
 from model.runtime import viterbi
-from model.train import WeightAverage, recased_at_random, train
+from model.training import artifact, ensemble, glove
+from model.training.data import Sentence
+from model.training.export import export
+from model.training.train import WeightAverage, recased_at_random, train
 from model.vocab import Vocab
 
 SENTENCES = [

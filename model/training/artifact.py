@@ -4,7 +4,7 @@ A model directory holds:
   config.json        hyperparameters (model.config.Config)
   vocab.json         words, characters and tags
   word_vectors.npy   the frozen word vectors, float16
-  weights.npz        every other weight of each member network (model.ensemble),
+  weights.npz        every other weight of each member network (model.training.ensemble),
                      by member and Keras variable path
 The lean runtime (model.runtime) reads the same files plus tagger.onnx.
 """
@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import ensemble
 from model.config import Config
-from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
+from model.training import ensemble
+from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
 from model.vocab import Vocab, decode_in_batches
 
 CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", ensemble.WEIGHTS

@@ -1,4 +1,4 @@
-"""Score a trained model: `python -m model.evaluate --split test [--model results/crf]`.
+"""Score a trained model: `python -m model.training.evaluate --split test [--model results/crf]`.
 
 Prints a conlleval-style table for a split of the data directory (train,
 valid, test) or for any CoNLL file (--file). `--case lower|upper` recases the
@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from model.backends import BACKENDS, load_tagger
-from model.data import CASES, DEFAULT_DATA_DIR, read_conll, recase
 from model.tags import Report, format_report, score
+from model.training.data import CASES, DEFAULT_DATA_DIR, read_conll, recase
 
 METRICS_FILE = "metrics.json"
 METRICS_KEYS = {"valid": "dev", "test": "test"}

@@ -1,4 +1,4 @@
-"""Combine trained models into one: `python -m model.ensemble --out results/crf MODEL...`.
+"""Combine trained models into one: `python -m model.training.ensemble --out results/crf MODEL...`.
 
 The members are networks trained alike from different seeds; they share the
 vocabulary and the frozen word vectors. The ensemble scores a tag path by the
@@ -82,12 +82,12 @@ def _member_histories(model: Path, config: Config) -> list[dict]:
 
 
 def main() -> None:
-    # Imported here: model.export imports this module.
-    from model.data import DEFAULT_DATA_DIR
-    from model.export import export
+    # Imported here: model.training.export imports this module.
+    from model.training.data import DEFAULT_DATA_DIR
+    from model.training.export import export
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", type=Path, nargs="+", help="trained model directories (python -m model.train)")
+    parser.add_argument("models", type=Path, nargs="+", help="trained model directories (python -m model.training.train)")
     parser.add_argument("--out", type=Path, required=True, help="where the ensemble goes")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="dev and test sets for the parity check")
     parser.add_argument("--no-parity-check", action="store_true", help="export without the check (minutes)")

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.config import Config
-from model.crf import CRF, viterbi_decode
+from model.training.crf import CRF, viterbi_decode
 from model.vocab import CASINGS
 
 # A score no real activation reaches: padding characters never win the max-pool.
@@ -46,7 +46,7 @@ class Tagger(keras.Model):
         super().__init__()
         self.word_embedding = word_embedding
         # A trainable offset for the first `tuned_words` rows (the training
-        # words); saving folds it into the stored vectors (model.artifact).
+        # words); saving folds it into the stored vectors (model.training.artifact).
         self.word_tuning = keras.layers.Embedding(
             max(config.tuned_words, 1), word_embedding.output_dim, embeddings_initializer="zeros", name="word_tuning"
         )
@@ -99,7 +99,7 @@ class Tagger(keras.Model):
 class Ensemble:
     """Taggers trained alike from different seeds, as one tagger. A tag path
     scores the mean of the members' path scores: one CRF over the members'
-    mean emissions and mean transitions (model.ensemble)."""
+    mean emissions and mean transitions (model.training.ensemble)."""
 
     def __init__(self, members: list[Tagger]):
         self.members = members

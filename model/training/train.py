@@ -1,7 +1,7 @@
-"""Train one network: `python -m model.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
+"""Train one network: `python -m model.training.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
 
 Early stopping on dev F1; the best epoch is kept and exported for serving
-(model.export). Every epoch leaves a checkpoint in --run-dir, and a rerun of
+(model.training.export). Every epoch leaves a checkpoint in --run-dir, and a rerun of
 the same command resumes from it. Progress goes to the terminal and to
 <run-dir>/train.log.
 """
@@ -23,12 +23,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from model import artifact, glove
 from model.config import Config
-from model.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
-from model.export import export
-from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
 from model.tags import score
+from model.training import artifact, glove
+from model.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
+from model.training.export import export
+from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
 from model.vocab import UNK, Vocab
 
 log = logging.getLogger("train")
@@ -252,7 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="holds train.txt and valid.txt")
     # Not results/crf by default: one network must not silently replace the
-    # committed ensemble (model.ensemble writes that).
+    # committed ensemble (model.training.ensemble writes that).
     parser.add_argument("--out", type=Path, help="where the best model goes (default: <run-dir>/out)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/crf"), help="checkpoints and log")
     parser.add_argument("--max-epochs", type=int, default=Config.max_epochs)

@@ -1,4 +1,4 @@
-"""Export the trained model for serving: `python -m model.export [--model results/crf]`.
+"""Export the trained model for serving: `python -m model.training.export [--model results/crf]`.
 
 Writes, beside the Keras weights:
   tagger.onnx    the emission network as an ONNX graph built from the weights
@@ -24,9 +24,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model.data import DEFAULT_DATA_DIR, read_conll
-from model.ensemble import mean_crf, read_weights
 from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
+from model.training.data import DEFAULT_DATA_DIR, read_conll
+from model.training.ensemble import mean_crf, read_weights
 from model.vocab import batches_by_length
 
 OPSET = 18
@@ -151,7 +151,7 @@ def build_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                             producer_name="model.export")
+                             producer_name="model.training.export")
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -161,8 +161,8 @@ def export_saved_model(directory: Path) -> None:
     Viterbi tag ids out."""
     import tensorflow as tf
 
-    from model.artifact import load
-    from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble
+    from model.training.artifact import load
+    from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble
 
     members, _, _ = load(directory)
     tagger = Ensemble(members)
@@ -193,7 +193,7 @@ def check_parity(directory: Path, data_dir: Path) -> dict:
     """Tags and emissions of the ONNX runtime against TensorFlow, sentence by
     sentence, over the dev and test sets that data_dir has (a user's own data
     may have no test set)."""
-    from model.artifact import TensorFlowTagger
+    from model.training.artifact import TensorFlowTagger
 
     reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
     report = {}
