@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model.config import Config
+from model import files
 from model.vocab import Vocab, decode_in_batches
-
-ONNX_FILE, CRF_FILE = "tagger.onnx", "crf.npz"
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
@@ -47,18 +45,17 @@ class OnnxTagger:
     # 512, which pad more (BENCHMARKS.md, "Batch size of the lean runtime").
     def __init__(self, directory: Path, batch_size: int = 32, threads: int = 1):
         directory = Path(directory)
-        self.config = Config.load(directory / "config.json")
-        self.vocab = Vocab.load(directory / "vocab.json")
+        self.vocab = Vocab.load(directory / files.VOCAB)
         self.batch_size = batch_size
         # Memory-mapped: forked workers share the pages instead of copying them.
-        self.word_vectors = np.load(directory / "word_vectors.npy", mmap_mode="r")
-        with np.load(directory / CRF_FILE) as crf:
+        self.word_vectors = np.load(directory / files.WORD_VECTORS, mmap_mode="r")
+        with np.load(directory / files.CRF) as crf:
             self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+            str(directory / files.ONNX), options, providers=["CPUExecutionProvider"]
         )
 
     def emissions(self, sentences: list[list[str]]) -> np.ndarray:

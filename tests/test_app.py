@@ -16,7 +16,9 @@ import pytest
 import app as app_module
 import serve
 from app import ApiError, create_app, model_loader, settings_from_env
-from tests.service_fixtures import ROOT, TEST_LIMITS, free_port, http, wait_until_ready
+from model import files
+from tests.launcher import ROOT, free_port, wait_until_ready
+from tests.service_fixtures import TEST_LIMITS, http
 
 PARIS = {
     "input": "I love Paris",
@@ -67,15 +69,15 @@ def test_readyz_once_loaded(client):
 def test_api_model_describes_the_model(client, app):
     info = client.get("/api/model").get_json()
     directory = ROOT / app.config["NER_MODEL_DIR"]
-    metrics_file = directory / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    # meta.json is current: written from the model files as they are now.
+    metrics = files.read_json(directory, files.METRICS)
     assert info["dev_f1"] == metrics.get("dev", {}).get("f1")
     assert info["test_f1"] == metrics.get("test", {}).get("f1")
+    assert info["version"] == files.version(directory) and info["backend"] == app.config["NER_BACKEND"]
+    assert info["members"] == files.count_members(directory)
+    assert info["config"] == files.read_json(directory, files.CONFIG)
     assert {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"} == set(info["tags"])
     assert info["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
-    assert len(info["version"]) == 16 and info["backend"] == app.config["NER_BACKEND"]
-    training = json.loads((directory / "training.json").read_text())
-    assert info["members"] == len(training.get("members", [training]))
 
 
 def test_post_a_json_string_as_the_original_api_did(client):

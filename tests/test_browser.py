@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from tests.service_fixtures import ROOT, free_port
+from tests.launcher import ROOT, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking switches Chromium keeps calling Google's

@@ -2,7 +2,7 @@
 
 import sys
 
-from tests.service_fixtures import ROOT
+from tests.launcher import ROOT
 
 
 def test_runtime_txt_and_python_version_name_the_same_python():
