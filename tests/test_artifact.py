@@ -14,6 +14,9 @@ from model.tags import score
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.vocab import batches_by_length
 
+pytestmark = pytest.mark.tensorflow
+
+
 
 @pytest.fixture(scope="module")
 def reference(model_dir):
