@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.crf import log_partition, sequence_score, viterbi_decode
 from model.runtime import viterbi
+from model.training.crf import log_partition, sequence_score, viterbi_decode
+
+pytestmark = pytest.mark.tensorflow
+
 
 NUM_TAGS = 3
 LENGTHS = [1, 2, 4, 5]  # padded to 5: every sequence but the last has padding
