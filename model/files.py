@@ -18,6 +18,9 @@ and, once exported (python -m model.training.export):
   meta.json          what /api/model reports: name, version, scores, members,
                      training data and parameters
   metrics.json       dev and test scores (python -m model.training.evaluate)
+  caseless/          optional: a model directory of its own, networks trained
+                     on recased text, for sentences all in lower or upper case
+                     (model.casing)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ SAVED_MODEL = "saved_model"
 PARITY = "parity.json"
 META = "meta.json"
 METRICS = "metrics.json"
+CASELESS = "caseless"
 
 # What a trained network is: the files training writes and an ensemble joins.
 TRAINED_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, TRAINING)
