@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import serve
+import settings
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +27,12 @@ ROOT = Path(__file__).resolve().parent
 WARM_UP_TEXT = "Angela Merkel visited Washington."
 
 
-def settings_from_env() -> dict[str, Any]:
-    """Every setting the service reads from the environment, with its default."""
-    env = os.environ
-    return {
-        "NER_MODEL_DIR": env.get("NER_MODEL_DIR", str(serve.DEFAULT_MODEL_DIR)),
-        "NER_BACKEND": env.get("NER_BACKEND", "onnx"),
-        # Comma-separated origins allowed to call the API from a browser; * is any.
-        "NER_CORS_ORIGINS": env.get("NER_CORS_ORIGINS", "*"),
-        # Flask answers 413 by itself for a body over MAX_CONTENT_LENGTH bytes.
-        "MAX_CONTENT_LENGTH": int(env.get("NER_MAX_BODY_BYTES", str(1024 * 1024))),
-        "NER_MAX_TEXT_CHARS": int(env.get("NER_MAX_TEXT_CHARS", "10000")),
-        "NER_MAX_TEXTS": int(env.get("NER_MAX_TEXTS", "50")),
-        # How long a request waits for a model that is still loading before a 503.
-        "NER_LOAD_WAIT_S": float(env.get("NER_LOAD_WAIT_S", "10")),
-    }
+def flask_config() -> dict[str, Any]:
+    """The service's settings (settings.py) as Flask config."""
+    config = settings.load()
+    # Flask answers 413 by itself for a body over MAX_CONTENT_LENGTH bytes.
+    config["MAX_CONTENT_LENGTH"] = config.pop("NER_MAX_BODY_BYTES")
+    return config
 
 
 class ApiError(Exception):
@@ -104,7 +95,7 @@ class ModelLoader:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False  # answers keep the documented field order
-    app.config.update(settings_from_env())
+    app.config.update(flask_config())
     app.config.update(config or {})
 
     origins = app.config["NER_CORS_ORIGINS"]
@@ -255,5 +246,5 @@ def register_error_handlers(app: Flask) -> None:
 app = create_app()
 
 if __name__ == "__main__":
-    # Local development only: Flask's server, no debugger, loopback unless told otherwise.
-    app.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")), debug=False)
+    # Local development only: Flask's server, no debugger, loopback only.
+    app.run(host="127.0.0.1", port=app.config["PORT"], debug=False)

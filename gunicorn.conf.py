@@ -1,15 +1,40 @@
 """gunicorn settings, read from the working directory by `gunicorn app:app` (Procfile)."""
 
-import os
+import socket
+import sys
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+import settings
+
+try:
+    environment = settings.load()
+except settings.ConfigError as error:
+    sys.exit(str(error))  # one line naming the variable, and a non-zero exit
+
+
+def any_address() -> str:
+    """[::] listens on IPv6 and IPv4 at once (dual-stack, as Heroku's own template
+    binds); 0.0.0.0 on a machine without IPv6."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::", 0))
+    except OSError:
+        return "0.0.0.0"
+    return "[::]"
+
+
+bind = f"{any_address()}:{environment['PORT']}"
 # Heroku sets WEB_CONCURRENCY from the dyno's memory. Sync workers: tagging is
 # CPU-bound, so one request a worker at a time is the right concurrency.
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = environment["WEB_CONCURRENCY"]
 # Under Heroku's 30 s router limit, so a stuck worker is replaced before the
 # router gives up on the request.
 timeout = 25
 graceful_timeout = 20
+# Longer than Router 2.0's 90 s idle timeout, so the router, not gunicorn,
+# closes an idle kept-alive connection (no request lost in a race with a close).
+# Sync workers close every connection after its answer; this matters to the
+# worker classes that keep connections alive.
+keepalive = 100
 # Preloading imports Flask, syntok and the app once in the master. The model
 # itself is loaded in each worker after the fork (post_worker_init). Loading it
 # in the master was tried: the forked workers tag correctly and keep less

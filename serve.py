@@ -6,18 +6,18 @@ texts in one call. No Flask here: app.py does the HTTP.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from syntok import segmenter
 
+import settings
 from model import files
 from model.backends import load_tagger
 from model.tags import entity_spans
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "results" / "crf"
+DEFAULT_MODEL_DIR = settings.defaults()["NER_MODEL_DIR"]
 
 # syntok splits some words that CoNLL-2003 keeps whole; the model was trained on
 # CoNLL tokens, so tokenize() joins them back (see _joins_previous).
@@ -121,11 +121,11 @@ def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]
 def get_model_api(model_dir: str | Path | None = None, backend: str | None = None) -> ModelApi:
     """Load the model once and return `model_api(texts) -> [result, ...]`.
 
-    model_dir defaults to $NER_MODEL_DIR, else results/crf; backend to
-    $NER_BACKEND, else "onnx".
+    model_dir and backend default to $NER_MODEL_DIR and $NER_BACKEND (settings.py).
     """
-    directory = Path(model_dir or os.environ.get("NER_MODEL_DIR") or DEFAULT_MODEL_DIR)
-    backend = backend or os.environ.get("NER_BACKEND") or "onnx"
+    environment = settings.load()
+    directory = Path(model_dir or environment["NER_MODEL_DIR"])
+    backend = backend or environment["NER_BACKEND"]
     tagger = load_tagger(directory, backend)
 
     def model_api(texts: list[str]) -> list[dict[str, Any]]:

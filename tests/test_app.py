@@ -14,7 +14,7 @@ import pytest
 
 import app as app_module
 import serve
-from app import ApiError, create_app, model_loader, settings_from_env
+from app import ApiError, create_app, model_loader
 from model import files
 from tests.launcher import ROOT, free_port, poll, wait_until_ready
 from tests.service_fixtures import TEST_LIMITS, http
@@ -303,9 +303,9 @@ def test_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("NER_MAX_TEXT_CHARS", "56")
     monkeypatch.setenv("NER_MAX_TEXTS", "7")
     monkeypatch.setenv("NER_BACKEND", "tensorflow")
-    settings = settings_from_env()
-    assert (settings["MAX_CONTENT_LENGTH"], settings["NER_MAX_TEXT_CHARS"], settings["NER_MAX_TEXTS"]) == (1234, 56, 7)
-    assert create_app().config["NER_BACKEND"] == "tensorflow"
+    config = create_app().config
+    assert (config["MAX_CONTENT_LENGTH"], config["NER_MAX_TEXT_CHARS"], config["NER_MAX_TEXTS"]) == (1234, 56, 7)
+    assert config["NER_BACKEND"] == "tensorflow"
 
 
 def test_no_debug_mode(app):

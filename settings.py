@@ -1,0 +1,105 @@
+"""Every environment variable the service reads: its default, what it accepts and what it means.
+
+Read in one place, at start-up: gunicorn.conf.py reads PORT and WEB_CONCURRENCY,
+app.create_app() the rest. A value the service cannot use stops start-up with one
+line that names the variable and says what it accepts. app.json lists the same
+variables for Heroku (tests/test_deploy_files.py checks that they agree).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.backends import BACKENDS
+
+ROOT = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A variable set to a value the service cannot use; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    accepts: str  # what a value may be, for the error message
+    description: str
+    parse: Callable[[str], Any]  # raises ValueError on a value it does not accept
+
+
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ValueError(text)
+    return value
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return parse
+
+
+def directory(text: str) -> Path:
+    """A relative path is taken from the repository root, whatever the working directory."""
+    if not text:
+        raise ValueError(text)
+    return ROOT / text
+
+
+VARIABLES = (
+    Variable("PORT", "5000", "a port number from 1 to 65535",
+             "port gunicorn listens on (Heroku sets it)", whole_number(1, 65535)),
+    Variable("WEB_CONCURRENCY", "2", "a whole number of 1 or more",
+             "gunicorn worker processes", whole_number(1)),
+    Variable("NER_MODEL_DIR", "results/crf", "a directory path",
+             "the model directory (relative to the repository root)", directory),
+    Variable("NER_BACKEND", "onnx", " or ".join(BACKENDS),
+             "onnx (the lean runtime) or tensorflow (the reference; needs requirements-train.txt)",
+             one_of(BACKENDS)),
+    Variable("NER_CORS_ORIGINS", "*", "* or comma-separated origins",
+             "origins allowed to call the API from a browser; * is any", str),
+    Variable("NER_MAX_BODY_BYTES", "1048576", "a whole number of 1 or more",
+             "largest request body, in bytes", whole_number(1)),
+    Variable("NER_MAX_TEXT_CHARS", "10000", "a whole number of 1 or more",
+             "longest text, in characters", whole_number(1)),
+    Variable("NER_MAX_TEXTS", "50", "a whole number of 1 or more",
+             "most texts in one request", whole_number(1)),
+    Variable("NER_LOAD_WAIT_S", "10", "a number of seconds, 0 or more",
+             "how long a request waits for a model still loading before a 503", seconds),
+)
+
+
+def load(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Every variable's value, parsed; ConfigError names the first bad one."""
+    values = {}
+    for variable in VARIABLES:
+        text = environ.get(variable.name, variable.default)
+        try:
+            values[variable.name] = variable.parse(text)
+        except ValueError:
+            raise ConfigError(f"{variable.name}={text!r} is not valid: it takes {variable.accepts}") from None
+    return values
+
+
+def defaults() -> dict[str, Any]:
+    """Every variable's default value, parsed."""
+    return load({})
