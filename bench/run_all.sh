@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
-python3 -m pip install -q -r requirements-dev.txt -r bench/requirements.txt
+# The project's virtual environment (the Makefile makes it); gunicorn from there too.
+PYTHON=.venv/bin/python
+export PATH="$PWD/.venv/bin:$PATH"
+"$PYTHON" -m pip install -q -r requirements-dev.txt -r bench/requirements.txt
 
 if pgrep -f "model\.train" >/dev/null && [ -z "${QUICK:-}" ]; then
   echo "model.training.train is running: the figures would be noisy. Wait for it, or use QUICK=1 for a dry run." >&2
@@ -22,11 +25,11 @@ else
 fi
 
 set -x
-python3 bench/model_speed.py $speed --json bench/results/model_speed.json
-python3 bench/batch_profile.py $profile --json bench/results/batch_profile.json
-python3 bench/ensemble_cost.py $profile
-python3 bench/cold_start.py $cold
-python3 bench/memory.py $memory
-python3 bench/load.py $load
-python3 bench/load.py $load --backends onnx --connections 128 256 --output load_capacity.json
-python3 bench/report.py
+"$PYTHON" bench/model_speed.py $speed --json bench/results/model_speed.json
+"$PYTHON" bench/batch_profile.py $profile --json bench/results/batch_profile.json
+"$PYTHON" bench/ensemble_cost.py $profile
+"$PYTHON" bench/cold_start.py $cold
+"$PYTHON" bench/memory.py $memory
+"$PYTHON" bench/load.py $load
+"$PYTHON" bench/load.py $load --backends onnx --connections 128 256 --output load_capacity.json
+"$PYTHON" bench/report.py

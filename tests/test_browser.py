@@ -1,8 +1,9 @@
-"""simple_client.html in headless Chromium (Debian's, driven by Playwright) against gunicorn.
+"""simple_client.html in headless Chromium (driven by Playwright) against gunicorn.
 
 The page is opened from a second local server, another origin than the API, so
 the calls are cross-origin for real. There is no internet: the page's jQuery
-CDN request is answered with the copy npm installed (package.json).
+CDN request is answered with the copy in tests/static (jQuery 3.7.1 as the CDN
+serves it; the page's integrity hash refuses any other bytes).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import http.server
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,14 +26,16 @@ from tests.service_fixtures import post_json
 pytestmark = pytest.mark.browser
 
 
-CHROMIUM = "/usr/bin/chromium"
+# The system's Chromium where there is one, else the one `python -m playwright
+# install chromium` downloads (the Makefile's chromium target sees to either).
+CHROMIUM = shutil.which("chromium")
 # Without the background-networking switches Chromium keeps calling Google's
 # servers, which a closed network refuses.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]
-JQUERY = ROOT / "node_modules" / "jquery" / "dist" / "jquery.min.js"
+JQUERY = ROOT / "tests" / "static" / "jquery-3.7.1.min.js"
 
 
 @pytest.fixture(scope="session")
