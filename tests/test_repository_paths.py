@@ -1,0 +1,89 @@
+"""Nothing reads outside the repository: a fresh clone with nothing beside it
+tests, trains, evaluates and benchmarks itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import serve
+import settings
+from model.training import data, glove
+from tests.launcher import ROOT
+
+# Runs a command-line script with its argument parser stopped before it does
+# anything, and prints the path defaults of its options as JSON.
+CLI_DEFAULTS = """
+import argparse, json, runpy, sys
+from pathlib import Path
+
+class Stop(Exception):
+    pass
+
+def defaults(parser, args=None, namespace=None):
+    found = {a.dest: str(a.default) for a in parser._actions
+             if isinstance(a.default, Path) or (isinstance(a.default, str) and "/" in a.default)}
+    print(json.dumps(found))
+    raise Stop
+
+argparse.ArgumentParser.parse_args = defaults
+script = sys.argv[1]
+sys.path[:0] = [".", str(Path(script).parent)]
+try:
+    runpy.run_path(script, run_name="__main__")
+except Stop:
+    pass
+"""
+
+
+def inside_repository(path: Path) -> bool:
+    # A relative path is taken from the working directory: the root, for the
+    # Makefile, .ci/run and the README's commands. Lexically: a symbolic link a
+    # developer made (a shared cache) is not a path the code names.
+    return Path(os.path.normpath(ROOT / path)).is_relative_to(ROOT)
+
+
+def command_line_scripts() -> list[Path]:
+    return sorted(p for folder in ("model", "bench") for p in (ROOT / folder).rglob("*.py")
+                  if "parse_args(" in p.read_text())
+
+
+def test_default_data_model_and_cache_paths_are_inside_the_repository():
+    paths = {
+        "model.training.data.DEFAULT_DATA_DIR": data.DEFAULT_DATA_DIR,
+        "model.training.glove.CACHE_DIR": glove.CACHE_DIR,
+        "serve.DEFAULT_MODEL_DIR": serve.DEFAULT_MODEL_DIR,
+        **{f"settings {name}": value for name, value in settings.defaults().items() if isinstance(value, Path)},
+    }
+    assert {name for name, path in paths.items() if not inside_repository(path)} == set()
+    assert (data.DEFAULT_DATA_DIR / "train.txt").is_file()
+
+
+def test_every_command_line_default_path_is_inside_the_repository():
+    scripts = command_line_scripts()
+    assert ROOT / "model" / "training" / "train.py" in scripts and ROOT / "model" / "training" / "evaluate.py" in scripts
+    outside = {}
+    for script in scripts:
+        result = subprocess.run([sys.executable, "-c", CLI_DEFAULTS, str(script)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, (script, result.stderr[-2000:])
+        defaults = json.loads(result.stdout.splitlines()[-1])
+        outside.update({f"{script.name} --{name}": path for name, path in defaults.items()
+                        if not inside_repository(Path(path))})
+    assert outside == {}
+
+
+def test_no_script_names_a_path_above_the_repository():
+    # "../" in a path (not the "..." of an elided one), or a machine's absolute path.
+    above = re.compile(r"(?<![.\w])\.\./|/work/|/shared/")
+    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    scripts = [name for name in tracked
+               if name.endswith((".py", ".sh", ".toml", ".lua")) or name in ("Makefile", "Procfile", ".ci/run")]
+    assert len(scripts) > 20
+    this_test = Path(__file__).relative_to(ROOT).as_posix()
+    assert [name for name in scripts if name != this_test and above.search((ROOT / name).read_text())] == []
