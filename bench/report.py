@@ -34,6 +34,7 @@ python bench/cold_start.py
 python bench/memory.py
 python bench/load.py
 python bench/load.py --backends onnx --connections 128 256 --output load_capacity.json
+python bench/capacity.py
 python bench/report.py
 python -m pytest tests/test_reliability_fuzz.py tests/test_reliability_gunicorn.py tests/test_reliability_backends.py"""
 
@@ -264,6 +265,22 @@ def targets_section(speed: dict, profile: dict, load_data: dict, memory: dict, c
     return table(["issue", "target", "measured", ""], rows)
 
 
+def capacity_section() -> str:
+    """bench/capacity.py's run, when there is one: req/s at p99 under the target, rising connections."""
+    if not (RESULTS / "capacity.json").exists():
+        return "(not run)"
+    data = load("capacity.json")
+    rows = [[row["connections"], f"{row['rps']:.0f}", f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", row["errors"]]
+            for row in data["rows"]]
+    best = data["capacity"]
+    verdict_line = (f"**{best['rps']:.0f} req/s** at p99 {best['p99_ms']:.1f} ms ({best['connections']} connections)"
+                    if best else f"no level kept p99 under {data['p99_target_ms']:g} ms")
+    return (f"`{data['command']}` on {data['date']}, commit {data['commit']}, load average at start "
+            f"{', '.join(f'{x:.2f}' for x in data['load_average_at_start'])}: {data['workers']} workers, "
+            f"medians of {data['repeats']} runs of {data['seconds']} s a level. Capacity: {verdict_line}.\n\n"
+            + table(["connections", "req/s", "p50 ms", "p99 ms", "errors"], rows))
+
+
 def machine_lines(data: dict) -> str:
     return f"{data['cpu_model']}, {data['cpus']} CPUs, {data['memory_gb']} GB, Python {data['python']}"
 
@@ -356,6 +373,13 @@ Past the main run's levels, the lean backend only (`load.py --backends onnx --co
 capacity check for the error target: 0 errors at twice the concurrency where p99 stays under 100 ms):
 
 {load_section(capacity) if capacity["rows"] else "(not run)"}
+
+### One dyno's capacity
+
+The most requests a second one gunicorn (the lean backend, `WEB_CONCURRENCY` workers, as on a dyno) answers
+with p99 under 100 ms (`bench/capacity.py`: rising connections, stopping at the first level over the target):
+
+{capacity_section()}
 
 ## Memory
 

@@ -19,9 +19,9 @@ fi
 
 if [ -n "${QUICK:-}" ]; then
   speed="--repeats 1 --limit 300 --latency-scale 0.1"; profile="--repeats 1"; cold="--repeats 1"
-  memory="--load-seconds 3"; load="--connections 1 4 16 --seconds 2 --repeats 1"
+  memory="--load-seconds 3"; load="--connections 1 4 16 --seconds 2 --repeats 1"; capacity="--seconds 2 --repeats 1"
 else
-  speed=""; profile=""; cold=""; memory=""; load=""
+  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""
 fi
 
 set -x
@@ -32,4 +32,5 @@ set -x
 "$PYTHON" bench/memory.py $memory
 "$PYTHON" bench/load.py $load
 "$PYTHON" bench/load.py $load --backends onnx --connections 128 256 --output load_capacity.json
+"$PYTHON" bench/capacity.py $capacity
 "$PYTHON" bench/report.py
