@@ -12,8 +12,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install dev-install train-install serve test test-fast lint chromium bench glove train evaluate export
 
+# Debian and Ubuntu ship venv apart (python3-venv): installed from apt when root.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); } \
+	  || { echo "$(PYTHON) -m venv failed: install Python's venv module (apt-get install python3-venv)" >&2; exit 1; }
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q -r requirements.txt
