@@ -15,8 +15,8 @@ import settings
 from model.training import data, glove
 from tests.launcher import ROOT
 
-# Runs a command-line script with its argument parser stopped before it does
-# anything, and prints the path defaults of its options as JSON.
+# Runs each command-line script given with its argument parser stopped before
+# it does anything, and prints the path defaults of their options as JSON.
 CLI_DEFAULTS = """
 import argparse, json, runpy, sys
 from pathlib import Path
@@ -25,18 +25,18 @@ class Stop(Exception):
     pass
 
 def defaults(parser, args=None, namespace=None):
-    found = {a.dest: str(a.default) for a in parser._actions
-             if isinstance(a.default, Path) or (isinstance(a.default, str) and "/" in a.default)}
-    print(json.dumps(found))
-    raise Stop
+    raise Stop({a.dest: str(a.default) for a in parser._actions
+                if isinstance(a.default, Path) or (isinstance(a.default, str) and "/" in a.default)})
 
 argparse.ArgumentParser.parse_args = defaults
-script = sys.argv[1]
-sys.path[:0] = [".", str(Path(script).parent)]
-try:
-    runpy.run_path(script, run_name="__main__")
-except Stop:
-    pass
+found = {}
+for script in sys.argv[1:]:
+    sys.path[:0] = [".", str(Path(script).parent)]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except Stop as stop:
+        found[script] = stop.args[0]
+print(json.dumps(found))
 """
 
 
@@ -66,14 +66,13 @@ def test_default_data_model_and_cache_paths_are_inside_the_repository():
 def test_every_command_line_default_path_is_inside_the_repository():
     scripts = command_line_scripts()
     assert ROOT / "model" / "training" / "train.py" in scripts and ROOT / "model" / "training" / "evaluate.py" in scripts
-    outside = {}
-    for script in scripts:
-        result = subprocess.run([sys.executable, "-c", CLI_DEFAULTS, str(script)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=300, check=False)
-        assert result.returncode == 0, (script, result.stderr[-2000:])
-        defaults = json.loads(result.stdout.splitlines()[-1])
-        outside.update({f"{script.name} --{name}": path for name, path in defaults.items()
-                        if not inside_repository(Path(path))})
+    result = subprocess.run([sys.executable, "-c", CLI_DEFAULTS, *map(str, scripts)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert len(found) == len(scripts)
+    outside = {f"{Path(script).name} --{name}": path for script, defaults in found.items()
+               for name, path in defaults.items() if not inside_repository(Path(path))}
     assert outside == {}
 
 
