@@ -377,7 +377,9 @@ capacity check for the error target: 0 errors at twice the concurrency where p99
 ### One dyno's capacity
 
 The most requests a second one gunicorn (the lean backend, `WEB_CONCURRENCY` workers, as on a dyno) answers
-with p99 under 100 ms (`bench/capacity.py`: rising connections, stopping at the first level over the target):
+with p99 under 100 ms (`bench/capacity.py`: rising connections, stopping at the first level over the target).
+The figure follows the CPU left to the server: read it with the load average of its run, against the quiet
+2-worker rows of the table above.
 
 {capacity_section()}
 
