@@ -16,13 +16,18 @@ from typing import Any, Protocol
 from syntok import segmenter
 
 from model.backends import load_tagger
+from model.calibration import CALIBRATION_FILE, load_temperature
 from model.ensemble import WEIGHTS, count_members
+from model.marginals import ScoredTags
 from model.tags import entity_spans
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "results" / "crf"
 # The files that make up the model, hashed into its version (metrics.json is a
 # report about the model, not part of it).
-MODEL_FILES = ("config.json", "vocab.json", "word_vectors.npy", "weights.npz", "tagger.onnx", "crf.npz")
+MODEL_FILES = ("config.json", "vocab.json", "word_vectors.npy", "weights.npz", "tagger.onnx", "crf.npz",
+               CALIBRATION_FILE)
+# Entity scores are rounded: more digits would be noise (the backends agree to ~1e-6).
+SCORE_DIGITS = 4
 
 # syntok splits some words that CoNLL-2003 keeps whole; the model was trained on
 # CoNLL tokens, so tokenize() joins them back (see _joins_previous).
@@ -43,15 +48,16 @@ class Tagger(Protocol):
 
     vocab: Any  # model.vocab.Vocab; serving reads its tag list
 
-    def tag(self, sentences: list[list[str]]) -> list[list[str]]: ...
+    def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]: ...
 
 
 class ModelApi(Protocol):
-    """`model_api(texts)` gives one result dict a text; `info` describes the model."""
+    """`model_api(texts, min_score)` gives one result dict a text, without the
+    entities scored below min_score; `info` describes the model."""
 
     info: dict[str, Any]
 
-    def __call__(self, texts: list[str]) -> list[dict[str, Any]]: ...
+    def __call__(self, texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]: ...
 
 
 def tokenize(text: str) -> list[list[Token]]:
@@ -101,16 +107,20 @@ def align_data(data: dict[str, list[str]]) -> dict[str, str]:
     return {key: " ".join(item.ljust(w) for item, w in zip(seq, widths, strict=True)) for key, seq in data.items()}
 
 
-def annotate(text: str, sentences: list[list[Token]], tags: list[list[str]]) -> dict[str, Any]:
-    """The result for one text, from its tokenized sentences and their tags."""
+def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], min_score: float = 0.0) -> dict[str, Any]:
+    """The result for one text, from its tokenized sentences and their scored
+    tags; entities scored below min_score are left out of `entities` (not out of `tags`)."""
     tokens = [token for sentence in sentences for token in sentence]
     entities = []
-    for sentence, sentence_tags in zip(sentences, tags, strict=True):
+    for sentence, sentence_tagged in zip(sentences, tagged, strict=True):
         # Spans are decoded per sentence: an entity never crosses a sentence boundary.
-        for span in entity_spans(sentence_tags):
-            start, end = sentence[span.start].start, sentence[span.end - 1].end
-            entities.append({"text": text[start:end], "type": span.type, "start": start, "end": end})
-    flat_tags = [tag for sentence_tags in tags for tag in sentence_tags]
+        for span in entity_spans(sentence_tagged.tags):
+            score = round(float(sentence_tagged.scores[span.start]), SCORE_DIGITS)
+            if score >= min_score:
+                start, end = sentence[span.start].start, sentence[span.end - 1].end
+                entities.append({"text": text[start:end], "type": span.type, "start": start, "end": end,
+                                 "score": score})
+    flat_tags = [tag for sentence_tagged in tagged for tag in sentence_tagged.tags]
     return {
         **align_data({"input": [t.text for t in tokens], "output": flat_tags}),
         "tokens": [{"text": t.text, "start": t.start, "end": t.end} for t in tokens],
@@ -140,6 +150,8 @@ def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]
         "entity_types": sorted({tag[2:] for tag in tags if tag != "O"}),
         "dev_f1": metrics.get("dev", {}).get("f1"),
         "test_f1": metrics.get("test", {}).get("f1"),
+        # The entity scores' temperature (model.calibration); 1 when uncalibrated.
+        "temperature": load_temperature(directory),
         "config": json.loads(config_path.read_text()) if config_path.exists() else None,
     }
 
@@ -154,14 +166,14 @@ def get_model_api(model_dir: str | Path | None = None, backend: str | None = Non
     backend = backend or os.environ.get("NER_BACKEND") or "onnx"
     tagger = load_tagger(directory, backend)
 
-    def model_api(texts: list[str]) -> list[dict[str, Any]]:
+    def model_api(texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]:
         tokenized = [tokenize(text) for text in texts]
         # Every sentence of every text in one call: the tagger pads them in
         # batches of similar length.
         sentences = [[t.text for t in sentence] for text_sentences in tokenized for sentence in text_sentences]
-        tags = iter(tagger.tag(sentences) if sentences else [])
+        tagged = iter(tagger.tag_scored(sentences) if sentences else [])
         return [
-            annotate(text, text_sentences, [next(tags) for _ in text_sentences])
+            annotate(text, text_sentences, [next(tagged) for _ in text_sentences], min_score)
             for text, text_sentences in zip(texts, tokenized, strict=True)
         ]
 
