@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,10 @@ def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], 
     for sentence, sentence_tagged in zip(sentences, tagged, strict=True):
         # Spans are decoded per sentence: an entity never crosses a sentence boundary.
         for span in entity_spans(sentence_tagged.tags):
-            score = round(float(sentence_tagged.scores[span.start]), SCORE_DIGITS)
-            if score >= min_score:
+            score = float(sentence_tagged.scores[span.start])
+            # NaN: a model whose tag set lacks this type's I- tag cannot score it.
+            score = None if math.isnan(score) else round(score, SCORE_DIGITS)
+            if score is None or score >= min_score:
                 start, end = sentence[span.start].start, sentence[span.end - 1].end
                 entities.append({"text": text[start:end], "type": span.type, "start": start, "end": end,
                                  "score": score})

@@ -104,7 +104,7 @@ def fit(model: Path, data_file: Path) -> dict:
     return {
         "temperature": round(temperature, 4),
         "fitted_on": {
-            "model": str(model), "data": f"{data_file.parent.name}/{data_file.name}", "entities": int(len(correct)),
+            "model": str(model), "data": f"{data_file.parent.name}/{data_file.name}", "entities": len(correct),
             "accuracy": round(float(correct.mean()), 4),
             "nll": {"at_1": round(negative_log_likelihood(before, correct), 4),
                     "fitted": round(negative_log_likelihood(after, correct), 4)},

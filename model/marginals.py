@@ -20,6 +20,10 @@ import numpy as np
 
 from model.tags import entity_spans
 
+# The largest range of transition scores the forward pass takes: one step may
+# shrink a path's weight by exp(-range), and float64 ends near exp(-745).
+MAX_SPREAD = 600.0
+
 # forward_backward(emissions, lengths, transitions, start, end) -> (alpha, beta, log_z)
 ForwardBackward = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -51,25 +55,35 @@ def forward(emissions: np.ndarray, transitions: np.ndarray, start: np.ndarray) -
     Rows past a sequence's length are computed too and mean nothing (no mask: faster).
 
     One step is logsumexp_i(alpha[i] + transitions[i, j]) + emission[j]. It is
-    taken as a matrix product of exponentials, each step's vector divided by its
-    sum, and the logs of those sums added back after the loop: the same numbers,
-    with a third of the numpy calls a step (a short sentence is all call overhead).
+    taken as a product of exponentials, shifted so that no factor exceeds 1,
+    and the vectors are rescaled only as often as float64 needs; the logs of
+    the shifts and scales are added back after the loop. The same numbers as
+    logsumexp, with two numpy calls a step (a short sentence is all call overhead).
     """
+    num_tags = emissions.shape[-1]
     shift = transitions.max(axis=1)  # each column's largest transition becomes exp(0)
     exp_transitions = np.exp(transitions - shift[:, None])
-    scores = emissions + shift[:, None, None]
-    scores[:, :, 0] = emissions[:, :, 0] + start[:, None]
+    scores = np.moveaxis(emissions + shift[:, None, None], 2, 0)  # time first: each step one block
+    scores[0] = emissions[:, :, 0] + start[:, None]
     peaks = scores.max(axis=3)
     weights = np.exp(scores - peaks[..., None])
-    unnormalized = np.empty_like(emissions)
-    vector = unnormalized[:, :, 0] = weights[:, :, 0]
-    for t in range(1, emissions.shape[2]):
-        vector = (vector / vector.sum(axis=2, keepdims=True)) @ exp_transitions * weights[:, :, t]
-        unnormalized[:, :, t] = vector
-    log_sums = np.log(unnormalized.sum(axis=3))
-    offsets = np.cumsum(peaks + log_sums, axis=2) - log_sums
+    # A step multiplies a vector's sum by at most num_tags and its largest entry
+    # by at least exp(-spread): rescale before either could leave float64's range
+    # (a trained CRF's spread is tens; EntityScorer refuses one over MAX_SPREAD).
+    spread = float((transitions.max(axis=(1, 2)) - transitions.min(axis=(1, 2))).max())
+    rescale_every = max(1, int(600 / (spread + np.log(num_tags))))
+    log_scales = np.zeros_like(peaks)
+    unnormalized = np.empty_like(weights)
+    vector = unnormalized[0] = weights[0]
+    for t in range(1, len(weights)):
+        if t % rescale_every == 0:
+            total = vector.sum(axis=2, keepdims=True)
+            vector = vector / total
+            log_scales[t] = np.log(total[..., 0])
+        vector = np.multiply(vector @ exp_transitions, weights[t], out=unnormalized[t])
+    offsets = np.cumsum(peaks + log_scales, axis=0)
     with np.errstate(divide="ignore"):  # a path weight below 1e-308 is log 0 = -inf: fine
-        return np.log(unnormalized) + offsets[..., None]
+        return np.moveaxis(np.log(unnormalized) + offsets[..., None], 0, 2)
 
 
 def reverse_each(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -102,9 +116,8 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, transitions: np
 
 def tag_marginals(alpha: np.ndarray, beta: np.ndarray, log_z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """p(tag j at token t) [batch, time, tags]; 0 past each length."""
-    probabilities = np.exp(alpha + beta - log_z[:, None, None])
-    inside = np.arange(alpha.shape[1])[None] < lengths[:, None]
-    return np.where(inside[..., None], probabilities, 0.0)
+    inside = np.arange(alpha.shape[1])[None, :, None] < lengths[:, None, None]
+    return np.exp(np.where(inside, alpha + beta - log_z[:, None, None], -np.inf))
 
 
 def span_log_probabilities(alpha: np.ndarray, beta: np.ndarray, log_z: np.ndarray, emissions: np.ndarray,
@@ -147,11 +160,15 @@ class EntityScorer:
 
     def __init__(self, tags: list[str], transitions: np.ndarray, start: np.ndarray, end: np.ndarray,
                  temperature: float = 1.0):
+        if np.ptp(transitions) / temperature > MAX_SPREAD:
+            raise ValueError(f"transition scores spread over more than {MAX_SPREAD}: not a trained CRF")
         self.tags = tags
         self.temperature = temperature
         self.crf = tuple(np.asarray(a, np.float64) / temperature for a in (transitions, start, end))
         index = {tag: i for i, tag in enumerate(tags)}
-        self.tag_ids = {tag[2:]: (index[tag], index["I-" + tag[2:]]) for tag in tags if tag.startswith("B-")}
+        # Types with both tags; a toy model's tag set may lack one (its entities get no score).
+        self.tag_ids = {tag[2:]: (index[tag], index["I-" + tag[2:]])
+                        for tag in tags if tag.startswith("B-") and "I-" + tag[2:] in index}
 
     def score(self, emissions: np.ndarray, lengths: np.ndarray, paths: list[list[int]],
               forward_backward: ForwardBackward = forward_backward) -> list[np.ndarray]:
@@ -160,7 +177,8 @@ class EntityScorer:
         scores = [np.full(length, np.nan) for length in lengths]
         spans = np.array([(b, s.start, s.end, *self.tag_ids[s.type])
                           for b, path in enumerate(paths)
-                          for s in entity_spans([self.tags[t] for t in path])], dtype=np.int64).reshape(-1, 5)
+                          for s in entity_spans([self.tags[t] for t in path]) if s.type in self.tag_ids],
+                         dtype=np.int64).reshape(-1, 5)
         if len(spans):
             emissions = emissions / self.temperature
             alpha, beta, log_z = forward_backward(emissions, lengths, *self.crf)

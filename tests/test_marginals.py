@@ -56,16 +56,18 @@ def test_tag_marginals_are_the_summed_path_probabilities(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_each_tokens_marginals_sum_to_one(seed):
-    emissions, transitions, start, end = random_crf(seed, scale=10.0)  # peaked, as a trained CRF is
+@pytest.mark.parametrize("scale", [10.0, 60.0])  # peaked, as a trained CRF is; 60: rescaled at every step
+def test_each_tokens_marginals_sum_to_one(seed, scale):
+    emissions, transitions, start, end = random_crf(seed, scale)
     marginals = tag_marginals(*forward_backward(emissions, LENGTHS, transitions, start, end), LENGTHS)
     inside = np.arange(LENGTHS.max())[None] < LENGTHS[:, None]
     np.testing.assert_allclose(marginals.sum(axis=2), inside.astype(float), atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_every_entity_probability_against_enumeration(seed):
-    emissions, transitions, start, end = random_crf(seed)
+@pytest.mark.parametrize("scale", [1.0, 60.0])  # 60: the forward pass rescales at every step
+def test_every_entity_probability_against_enumeration(seed, scale):
+    emissions, transitions, start, end = random_crf(seed, scale)
     fb = forward_backward(emissions, LENGTHS, transitions, start, end)
     for b, length in enumerate(LENGTHS):
         expected = entity_probabilities(path_probabilities(emissions[b], length, transitions, start, end))
@@ -105,7 +107,7 @@ def test_tensorflow_forward_backward_matches_numpy(seed):
 def test_tensorflow_forward_backward_on_a_single_word_batch():
     emissions, transitions, start, end = random_crf(7)
     one_word, lengths = emissions[:, :1], np.ones(len(LENGTHS), np.int64)
-    alpha, beta, log_z = tf.function(crf.forward_backward)(tf.constant(one_word), tf.constant(lengths),
+    _, beta, log_z = tf.function(crf.forward_backward)(tf.constant(one_word), tf.constant(lengths),
                                                           transitions, start, end)
     np.testing.assert_allclose(beta.numpy()[:, 0], np.broadcast_to(end, (len(LENGTHS), len(TAGS))))
     np.testing.assert_allclose(log_z.numpy(), np.logaddexp.reduce(one_word[:, 0] + start + end, axis=1))
