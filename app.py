@@ -135,7 +135,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
         return jsonify(
             name="Named-entity recognition API",
             endpoints={
-                "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}',
+                "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}; optional "min_score"',
                 "GET /api/model": "the model: version, tags, dev and test F1",
                 "GET /client": "a web page to try the API",
                 "GET /healthz": "the process is alive",

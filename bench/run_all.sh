@@ -25,6 +25,8 @@ set -x
 python3 bench/model_speed.py $speed --json bench/results/model_speed.json
 python3 bench/batch_profile.py $profile --json bench/results/batch_profile.json
 python3 bench/ensemble_cost.py $profile
+python3 bench/score_cost.py $profile
+python3 bench/calibration.py
 python3 bench/cold_start.py $cold
 python3 bench/memory.py $memory
 python3 bench/load.py $load
