@@ -6,8 +6,6 @@ texts in one call. No Flask here: app.py does the HTTP.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -16,17 +14,12 @@ from typing import Any, Protocol
 
 from syntok import segmenter
 
+from model import files
 from model.backends import load_tagger
-from model.calibration import CALIBRATION_FILE, load_temperature
-from model.ensemble import WEIGHTS, count_members
 from model.marginals import ScoredTags
 from model.tags import entity_spans
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "results" / "crf"
-# The files that make up the model, hashed into its version (metrics.json is a
-# report about the model, not part of it).
-MODEL_FILES = ("config.json", "vocab.json", "word_vectors.npy", "weights.npz", "tagger.onnx", "crf.npz",
-               CALIBRATION_FILE)
 # Entity scores are rounded: more digits would be noise (the backends agree to ~1e-6).
 SCORE_DIGITS = 4
 
@@ -42,14 +35,6 @@ class Token:
     text: str
     start: int  # character offset into the input
     end: int  # one past the last character
-
-
-class Tagger(Protocol):
-    """What both backends (model.runtime.OnnxTagger, model.artifact.TensorFlowTagger) offer."""
-
-    vocab: Any  # model.vocab.Vocab; serving reads its tag list
-
-    def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]: ...
 
 
 class ModelApi(Protocol):
@@ -133,29 +118,14 @@ def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], 
 
 
 def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]:
-    """Name, version (a hash of the model files), tag set and scores of the model."""
-    digest = hashlib.sha256()
-    for name in MODEL_FILES:
-        path = directory / name
-        if path.exists():
-            digest.update(name.encode())
-            digest.update(path.read_bytes())
-    metrics_path = directory / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    config_path = directory / "config.json"
+    """What the export wrote in meta.json (name, version, members, scores,
+    training data, hyperparameters), and how this service runs the model."""
     return {
-        "name": "BiLSTM-CRF named-entity tagger (CoNLL-2003 English)",
+        **files.read_json(directory, files.META),
         "directory": directory.name,
-        "members": count_members(directory) if (directory / WEIGHTS).exists() else None,
         "backend": backend,
-        "version": digest.hexdigest()[:16],
         "tags": tags,
         "entity_types": sorted({tag[2:] for tag in tags if tag != "O"}),
-        "dev_f1": metrics.get("dev", {}).get("f1"),
-        "test_f1": metrics.get("test", {}).get("f1"),
-        # The entity scores' temperature (model.calibration); 1 when uncalibrated.
-        "temperature": load_temperature(directory),
-        "config": json.loads(config_path.read_text()) if config_path.exists() else None,
     }
 
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine
 
-from model.data import DEFAULT_DATA_DIR, read_conll
 from model.runtime import OnnxTagger, viterbi
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.vocab import batches_by_length
 
 MODEL_DIR = ROOT / "results" / "crf"

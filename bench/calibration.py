@@ -28,9 +28,10 @@ sys.path.insert(0, str(ROOT))
 from common import machine, write_json
 
 import serve
-from model.calibration import expected_calibration_error, load_temperature
-from model.data import DEFAULT_DATA_DIR, read_conll
+from model import files
 from model.tags import entity_spans
+from model.training.calibration import expected_calibration_error
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 
 SPLITS = {"dev": "valid.txt", "test": "test.txt"}
 THRESHOLDS = (0.5, 0.7, 0.9)
@@ -100,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     model_api = serve.get_model_api(args.model, "onnx")
     figures = {split: summarize(*scored_entities(model_api, args.data_dir / name)) for split, name in SPLITS.items()}
-    temperature = load_temperature(args.model)
+    temperature = files.temperature(args.model)
     draw(figures, temperature)
     print(f"temperature {temperature:g} ({args.model / 'calibration.json'})")
     for split, f in figures.items():

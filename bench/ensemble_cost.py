@@ -19,18 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import machine, write_json
 
-from model.data import DEFAULT_DATA_DIR, read_conll
-from model.ensemble import SHARED_FILES, count_members, mean_crf, read_weights
-from model.export import build_onnx
-from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
+from model import files
+from model.runtime import OnnxTagger
+from model.training.data import DEFAULT_DATA_DIR, read_conll
+from model.training.export import export
 
 LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
 LATENCY_CALLS = 500
@@ -38,11 +35,10 @@ LATENCY_CALLS = 500
 
 def first_member(model: Path, target: Path) -> Path:
     """A model directory holding only the first network of `model`."""
-    for name in ("config.json", *SHARED_FILES):
+    for name in (files.CONFIG, *files.SHARED_FILES):
         shutil.copy(model / name, target / name)
-    first = read_weights(model)[:1]
-    onnx.save(build_onnx(first), target / ONNX_FILE)
-    np.savez(target / CRF_FILE, **mean_crf(first))
+    files.write_weights(target, files.read_weights(model)[:1])
+    export(target, data_dir=None, saved_model=False)
     return target
 
 
@@ -81,7 +77,7 @@ def main() -> None:
     one, ensemble = medians["one network"], medians["ensemble"]
     result = {
         **machine(), "repeats": args.repeats, "tokens": tokens, "latency_words": LATENCY_WORDS,
-        "members": count_members(args.model), "medians": medians,
+        "members": files.count_members(args.model), "medians": medians,
         "batched_time_ratio": one["tok/s"] / ensemble["tok/s"], "latency_ratio": ensemble["ms"] / one["ms"],
     }
     print(f"test set, {tokens:,} tokens; medians of {args.repeats} runs; ONNX Runtime, one thread")

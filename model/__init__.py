@@ -1,5 +1,8 @@
-"""BiLSTM-CRF named-entity tagger: data, vocabulary, network, training, export.
+"""BiLSTM-CRF named-entity tagger.
 
-Importing this package does not import TensorFlow; only the modules that build
-or train the network do (network, crf, train, evaluate, export).
+The package's own modules are what serving needs, numpy and ONNX Runtime only:
+the model directory (files), configuration, vocabulary, tags and the lean
+runtime. Everything that needs TensorFlow (network, CRF, training, export,
+ensembles, evaluation, data and GloVe) lies in model.training, which serving
+never imports.
 """

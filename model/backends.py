@@ -16,7 +16,7 @@ def load_tagger(directory: Path, backend: str = "onnx"):
 
         return OnnxTagger(directory)
     if backend == "tensorflow":
-        from model.artifact import TensorFlowTagger
+        from model.training.artifact import TensorFlowTagger
 
         return TensorFlowTagger(directory)
     raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")

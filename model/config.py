@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
@@ -12,12 +12,6 @@ class Config:
     # Pretrained GloVe rows kept besides the training words: words the service
     # meets outside CoNLL still get a vector (the vectors stay frozen).
     keep_pretrained: int = 100_000
-    # Fine-tune the vectors of the training words (the first rows of the
-    # vocabulary) by a trainable offset; words unseen in training keep GloVe's.
-    # Off: it overfits and scored lower on dev (README, "Model").
-    tune_training_words: bool = False
-    # Rows of the vocabulary that are tuned; set when the vocabulary is built.
-    tuned_words: int = 0
     # Training words seen once are replaced by the unknown word with this
     # probability, so the network learns what to do with unknown words.
     singleton_unk: float = 0.5
@@ -45,12 +39,9 @@ class Config:
     # epochs without a better dev F1.
     lr_decay: float = 0.5
     decay_patience: int = 3
-    # The weights evaluated and saved are an exponential moving average of the
-    # trained ones, updated every step with this decay (0: the trained weights).
-    average_decay: float = 0.0
     max_epochs: int = 60
     patience: int = 8
-    # In an ensemble's config.json (model.ensemble), the first member's seed;
+    # In an ensemble's config.json (model.training.ensemble), the first member's seed;
     # training.json lists every member's.
     seed: int = 42
 
@@ -59,4 +50,18 @@ class Config:
 
     @classmethod
     def load(cls, path: Path) -> Config:
-        return cls(**json.loads(path.read_text()))
+        """A saved configuration. Keys of experiments that were dropped
+        (OBSOLETE) are skipped; any other unknown key is an error. Fields added
+        since a model was saved take their defaults."""
+        saved = json.loads(path.read_text())
+        unknown = set(saved) - {f.name for f in fields(cls)} - OBSOLETE
+        if unknown:
+            raise ValueError(f"{path}: unknown hyperparameters {sorted(unknown)}")
+        return cls(**{k: v for k, v in saved.items() if k not in OBSOLETE})
+
+
+# Hyperparameters of experiments not kept (MODEL.md), still in the config.json of
+# models saved before their code was removed: fine-tuning the training words'
+# vectors and averaging the weights. Ignoring them is exact: saving folded the
+# tuned offsets into the word vectors and stored the averages as the weights.
+OBSOLETE = frozenset({"tune_training_words", "tuned_words", "average_decay"})

@@ -1,7 +1,7 @@
 """How sure the CRF is: forward-backward, tag marginals and entity probabilities, in numpy.
 
 Numpy only, so the lean runtime and the TensorFlow backend share it. Shapes
-as in model.crf: emissions [batch, time, tags], lengths [batch] (each >= 1);
+as in model.training.crf: emissions [batch, time, tags], lengths [batch] (each >= 1);
 transitions[i, j] scores tag i followed by tag j. Everything stays in log
 space; a probability is only taken at the very end.
 
@@ -156,7 +156,7 @@ def span_log_probabilities(alpha: np.ndarray, beta: np.ndarray, log_z: np.ndarra
 
 class EntityScorer:
     """Scores the entities of decoded tag paths, under a CRF whose scores are
-    divided by a temperature (model.calibration; 1 leaves them as trained)."""
+    divided by a temperature (model.training.calibration; 1 leaves them as trained)."""
 
     def __init__(self, tags: list[str], transitions: np.ndarray, start: np.ndarray, end: np.ndarray,
                  temperature: float = 1.0):

@@ -2,7 +2,7 @@
 and the entity scores (model.marginals).
 
 Imports neither TensorFlow nor Keras, so a web worker stays small and starts
-fast. Reads the model directory that `python -m model.export` completes with
+fast. Reads the model directory that `python -m model.training.export` completes with
 tagger.onnx and crf.npz.
 """
 
@@ -13,12 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model.calibration import load_temperature
-from model.config import Config
+from model import files
 from model.marginals import EntityScorer, ScoredTags
 from model.vocab import Vocab, decode_in_batches
-
-ONNX_FILE, CRF_FILE = "tagger.onnx", "crf.npz"
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
@@ -44,26 +41,25 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
 
 
 class OnnxTagger:
-    """Tags tokenized sentences; same interface as model.artifact.TensorFlowTagger."""
+    """Tags tokenized sentences; same interface as model.training.artifact.TensorFlowTagger."""
 
     # 32 sentences a batch: within 1% of 8, the fastest, and faster than 128 and
     # 512, which pad more (BENCHMARKS.md, "Batch size of the lean runtime").
     def __init__(self, directory: Path, batch_size: int = 32, threads: int = 1):
         directory = Path(directory)
-        self.config = Config.load(directory / "config.json")
-        self.vocab = Vocab.load(directory / "vocab.json")
+        self.vocab = Vocab.load(directory / files.VOCAB)
         self.batch_size = batch_size
         # Memory-mapped: forked workers share the pages instead of copying them.
-        self.word_vectors = np.load(directory / "word_vectors.npy", mmap_mode="r")
-        with np.load(directory / CRF_FILE) as crf:
+        self.word_vectors = np.load(directory / files.WORD_VECTORS, mmap_mode="r")
+        with np.load(directory / files.CRF) as crf:
             self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
         self.scorer = EntityScorer(self.vocab.tags, self.transitions, self.start, self.end,
-                                   load_temperature(directory))
+                                   files.temperature(directory))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+            str(directory / files.ONNX), options, providers=["CPUExecutionProvider"]
         )
 
     def emissions(self, sentences: list[list[str]]) -> np.ndarray:

@@ -67,16 +67,16 @@ class Vocab:
         sentences: list[tuple[list[str], list[str]]],
         pretrained_words: list[str],
         keep_pretrained: int,
-        keep_unvectored: bool,
     ) -> Vocab:
-        """Words, lowercased as GloVe is: first the training words, most frequent
-        first (those without a pretrained vector only if `keep_unvectored`), then
-        the `keep_pretrained` most frequent pretrained words not seen in training,
+        """Words, lowercased as GloVe is: first the training words that have a
+        pretrained vector, most frequent first (the vectors are frozen: a word
+        without one would only be a second unknown word), then the
+        `keep_pretrained` most frequent pretrained words not seen in training,
         so that text beyond CoNLL still meets known words. Characters and tags
         come from the training data."""
         pretrained = set(pretrained_words)
         counts = Counter(w.lower() for words, _ in sentences for w in words)
-        training = [w for w, _ in counts.most_common() if keep_unvectored or w in pretrained]
+        training = [w for w, _ in counts.most_common() if w in pretrained]
         seen = set(training)
         extra = [w for w in pretrained_words[:keep_pretrained] if w not in seen]
         char_counts = Counter(ch for words, _ in sentences for w in words for ch in w)

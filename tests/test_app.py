@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
@@ -16,7 +15,9 @@ import pytest
 import app as app_module
 import serve
 from app import ApiError, create_app, model_loader, settings_from_env
-from tests.service_fixtures import ROOT, TEST_LIMITS, free_port, http, wait_until_ready
+from model import files
+from tests.launcher import ROOT, free_port, poll, wait_until_ready
+from tests.service_fixtures import TEST_LIMITS, http
 
 PARIS = {
     "input": "I love Paris",
@@ -74,15 +75,16 @@ def test_readyz_once_loaded(client):
 def test_api_model_describes_the_model(client, app):
     info = client.get("/api/model").get_json()
     directory = ROOT / app.config["NER_MODEL_DIR"]
-    metrics_file = directory / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    # meta.json is current: written from the model files as they are now.
+    metrics = files.read_json(directory, files.METRICS)
     assert info["dev_f1"] == metrics.get("dev", {}).get("f1")
     assert info["test_f1"] == metrics.get("test", {}).get("f1")
+    assert info["version"] == files.version(directory) and info["backend"] == app.config["NER_BACKEND"]
+    assert info["members"] == files.count_members(directory)
+    assert info["config"] == files.read_json(directory, files.CONFIG)
+    assert info["temperature"] == files.temperature(directory)
     assert {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"} == set(info["tags"])
     assert info["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
-    assert len(info["version"]) == 16 and info["backend"] == app.config["NER_BACKEND"]
-    training = json.loads((directory / "training.json").read_text())
-    assert info["members"] == len(training.get("members", [training]))
 
 
 def test_post_a_json_string_as_the_original_api_did(client):
@@ -267,10 +269,7 @@ def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
     assert response.headers["Retry-After"] == "1"
     assert client.get("/healthz").status_code == 200  # alive all the same
     release.set()
-    deadline = time.monotonic() + 60
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "not ready after 60 s"
-        time.sleep(0.05)
+    poll(lambda: client.get("/readyz").status_code == 200, 60, "/readyz answering 200")
     assert warmed_up, "ready before a warm-up prediction"
     assert without_scores(client.post("/api", json="I love Paris").get_json()) == PARIS
 
@@ -292,10 +291,8 @@ def test_a_model_that_fails_to_load_is_answered_at_once(tmp_path):
 def test_a_model_that_fails_to_load_is_reported(tmp_path, caplog):
     flask_app = create_app({"NER_MODEL_DIR": str(tmp_path / "missing")})
     client = flask_app.test_client()
-    deadline = time.monotonic() + 30
-    while (response := client.get("/readyz")).get_json() == {"status": "loading"}:
-        assert time.monotonic() < deadline, "still loading after 30 s"
-        time.sleep(0.05)
+    poll(lambda: client.get("/readyz").get_json() != {"status": "loading"}, 30, "the load to end")
+    response = client.get("/readyz")
     assert response.status_code == 503 and response.get_json() == {"status": "failed"}
     response = client.post("/api", json="I love Paris")
     assert response.status_code == 503 and "failed to load" in error_of(response)["message"]

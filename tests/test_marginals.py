@@ -1,13 +1,12 @@
 """Forward-backward, tag marginals and entity probabilities against brute-force
-enumeration of every tag path on small random CRFs, in numpy and TensorFlow."""
+enumeration of every tag path on small random CRFs, in numpy (TensorFlow's
+forward-backward is checked against this one in test_crf.py)."""
 
 import itertools
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from model import crf
 from model.marginals import EntityScorer, forward_backward, span_log_probabilities, tag_marginals
 from model.tags import entity_spans
 
@@ -90,24 +89,3 @@ def test_the_scorer_scores_the_decoded_entities_at_its_temperature(temperature):
         for span in entity_spans([TAGS[t] for t in paths[b]]):
             want[span.start] = expected[span.start, span.end, span.type]
         np.testing.assert_allclose(scores[b], want, atol=1e-12)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_tensorflow_forward_backward_matches_numpy(seed):
-    emissions, transitions, start, end = random_crf(seed, scale=5.0)
-    numpy_result = forward_backward(emissions, LENGTHS, transitions, start, end)
-    traced = tf.function(crf.forward_backward)  # as the TensorFlow backend runs it
-    tensorflow_result = traced(tf.constant(emissions), tf.constant(LENGTHS), transitions, start, end)
-    inside = np.arange(LENGTHS.max())[None] < LENGTHS[:, None]
-    for got, want in zip(tensorflow_result[:2], numpy_result[:2], strict=True):
-        np.testing.assert_allclose(got.numpy()[inside], want[inside], rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(tensorflow_result[2].numpy(), numpy_result[2], rtol=1e-9)
-
-
-def test_tensorflow_forward_backward_on_a_single_word_batch():
-    emissions, transitions, start, end = random_crf(7)
-    one_word, lengths = emissions[:, :1], np.ones(len(LENGTHS), np.int64)
-    _, beta, log_z = tf.function(crf.forward_backward)(tf.constant(one_word), tf.constant(lengths),
-                                                          transitions, start, end)
-    np.testing.assert_allclose(beta.numpy()[:, 0], np.broadcast_to(end, (len(LENGTHS), len(TAGS))))
-    np.testing.assert_allclose(log_z.numpy(), np.logaddexp.reduce(one_word[:, 0] + start + end, axis=1))

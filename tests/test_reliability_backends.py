@@ -7,6 +7,9 @@ import pytest
 
 from serve import get_model_api
 
+pytestmark = pytest.mark.tensorflow
+
+
 # Texts whose sentences are all one token long make a batch one word wide.
 EDGE_TEXTS = ["Paris", "Paris.", "Paris. London.", "a" * 100, "😀", "\x00", "Angela Merkel visited Washington."]
 

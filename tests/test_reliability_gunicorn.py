@@ -12,20 +12,18 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import psutil
 import pytest
 
-from model.data import DEFAULT_DATA_DIR, read_conll
-from tests.service_fixtures import ROOT, free_port, procfile_command, wait_until_ready
+from model.training.data import DEFAULT_DATA_DIR, read_conll
+from tests.launcher import gunicorn, poll
+
+pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.1"
 REQUEST_TIMEOUT_S = 30
@@ -50,39 +48,6 @@ MEMORY_WORKERS = 2
 MEMORY_GROWTH_BOUND_MB = 20
 
 SMALL_BODY_LIMIT = 64 * 1024  # NER_MAX_BODY_BYTES of the body-limit server
-
-
-@dataclass
-class Gunicorn:
-    url: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-    def workers(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children()
-
-
-@contextmanager
-def gunicorn(tmp_path: Path, workers: int, **env: str) -> Iterator[Gunicorn]:
-    """gunicorn with the Procfile's command and the project's gunicorn.conf.py, bound to loopback."""
-    port = free_port()
-    log = tmp_path / f"gunicorn-{port}.log"
-    environment = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": str(workers), **env}
-    command = [*procfile_command(), "--bind", f"{HOST}:{port}"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
-    server = Gunicorn(f"http://{HOST}:{port}", port, process, log)
-    try:
-        wait_until_ready(server.url, process)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def post(port: int, payload) -> tuple[int, dict]:
@@ -153,7 +118,7 @@ def run_clients(port: int, texts: list[str], expected: dict, seconds: float, max
 
 
 def test_many_clients_at_once_each_get_their_own_answer(server):
-    port = int(server.url.rsplit(":", 1)[1])
+    port = server.port
     texts = client_texts(CLIENTS)
     expected = references(port, texts)
     for text, answer in expected.items():  # the answers tell the clients apart
@@ -165,7 +130,7 @@ def test_many_clients_at_once_each_get_their_own_answer(server):
 
 
 def test_a_worker_killed_under_load_is_replaced_and_no_answer_is_wrong(tmp_path):
-    with gunicorn(tmp_path, workers=2) as server:
+    with gunicorn(tmp_path / "gunicorn.log", workers=2) as server:
         texts = client_texts(FAULT_CLIENTS)
         expected = references(server.port, texts)
         killed: list[int] = []
@@ -188,20 +153,19 @@ def test_a_worker_killed_under_load_is_replaced_and_no_answer_is_wrong(tmp_path)
         assert len(outcomes.failed) <= FAULT_KILLS, outcomes.failed
         assert outcomes.right > 0
         assert server.process.poll() is None, "the master died"
-        deadline = time.monotonic() + REPLACEMENT_TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        def replaced() -> bool:
             pids = {w.pid for w in server.workers()}
-            if len(pids) == 2 and not pids & set(killed):
-                break
-            time.sleep(0.1)
-        assert len(pids) == 2 and not pids & set(killed), (pids, killed, server.log.read_text()[-2000:])
+            return len(pids) == 2 and not pids & set(killed)
+
+        poll(replaced, REPLACEMENT_TIMEOUT_S, f"two workers other than {killed}")
         after = run_clients(server.port, texts, expected, seconds=1, max_requests=20)
         assert after.failed == [] and after.wrong == [] and after.right > 0
 
 
 def test_memory_stays_bounded_over_tens_of_thousands_of_requests(tmp_path):
     sentences = [" ".join(s.words) for s in read_conll(DEFAULT_DATA_DIR / "test.txt")]
-    with gunicorn(tmp_path, workers=MEMORY_WORKERS) as server:
+    with gunicorn(tmp_path / "gunicorn.log", workers=MEMORY_WORKERS) as server:
         workers = server.workers()
 
         def send(count: int) -> list:
@@ -262,7 +226,8 @@ def status_and_error(answer: bytes) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def small_limit_server(tmp_path_factory):
-    with gunicorn(tmp_path_factory.mktemp("limits"), workers=1, NER_MAX_BODY_BYTES=str(SMALL_BODY_LIMIT)) as server:
+    log = tmp_path_factory.mktemp("limits") / "gunicorn.log"
+    with gunicorn(log, workers=1, NER_MAX_BODY_BYTES=str(SMALL_BODY_LIMIT)) as server:
         yield server
 
 

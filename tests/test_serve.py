@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import serve
-from model.data import DEFAULT_DATA_DIR, read_conll
 from model.marginals import ScoredTags
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from serve import Token, align_data, annotate, tokenize
 
 
@@ -129,7 +129,9 @@ def test_all_sentences_of_all_texts_go_to_the_tagger_in_one_call(monkeypatch, tm
     results = model_api(["One. Two three.", "", "Four"])
     assert tagger.calls == [[["One", "."], ["Two", "three", "."], ["Four"]]]
     assert [r["tags"] for r in results] == [["O"] * 5, [], ["O"]]
-    assert model_api.info["dev_f1"] is None  # no metrics.json in this directory
+    # No meta.json in this directory: the service says only what it knows itself.
+    assert model_api.info == {"directory": tmp_path.name, "backend": "onnx", "tags": ["O", "B-LOC", "I-LOC"],
+                              "entity_types": ["LOC"]}
 
 
 def test_an_unknown_backend_is_refused(tmp_path):
@@ -181,6 +183,7 @@ def test_every_entity_has_a_score_and_min_score_drops_the_lower_ones(model_api):
     assert kept["tags"] == result["tags"]  # the decoded tags stay whole
 
 
+@pytest.mark.tensorflow
 def test_both_backends_give_the_same_scores(model_dir):
     texts = ["Angela Merkel visited Washington.", "Reuters reported from Paris that the U.N. agreed with Bonn.",
              "Zwingmann of Duesseldorf met Papandreou in Athens on Tuesday."]

@@ -2,18 +2,24 @@
 and joins an ensemble."""
 
 import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
 
-from model import artifact, ensemble, glove
+from model import files
 from model.backends import load_tagger
 from model.config import Config
-from model.data import Sentence
-from model.export import export
 from model.runtime import viterbi
-from model.train import WeightAverage, recased_at_random, train
+from model.training import artifact, ensemble, glove
+from model.training import export as export_module
+from model.training.data import Sentence
+from model.training.export import export
+from model.training.train import recased_at_random, train
 from model.vocab import Vocab
+
+pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
 
 SENTENCES = [
     ("Peter lives in Paris .", "B-PER O O B-LOC O"),
@@ -39,9 +45,7 @@ def tiny_run(tmp_path_factory, monkeypatch_module):
     write_split(data / "test.txt", SENTENCES[::-1])
     vectors = np.random.default_rng(0).normal(size=(len(PRETRAINED), 100)).astype(np.float32)
     monkeypatch_module.setattr(glove, "load", lambda: (PRETRAINED, vectors))
-    # Tuned word vectors: the path where saving folds trained offsets into the vectors.
-    config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=1, keep_pretrained=5,
-                    tune_training_words=True, average_decay=0.9)
+    config = Config(lstm_units=16, char_filters=8, batch_size=8, max_epochs=1, keep_pretrained=5)
     train(config, data, root / "out", root / "run")
     first = json.loads((root / "run" / "last" / "state.json").read_text())
     train(Config(**{**config.__dict__, "max_epochs": 6}), data, root / "out", root / "run")
@@ -118,9 +122,10 @@ def test_ensemble_scores_paths_by_the_members_mean(tiny_ensemble):
     combined = load_tagger(root / "ensemble", "tensorflow")
     mean_emissions = np.mean([load_tagger(m, "tensorflow").emissions(sentences) for m in members], axis=0)
     np.testing.assert_allclose(combined.emissions(sentences), mean_emissions, atol=1e-5)
-    crf = ensemble.mean_crf([w for m in members for w in ensemble.read_weights(m)])
+    weights = [w for m in members for w in files.read_weights(m)]
+    transitions, start, end = (np.mean([w[name] for w in weights], axis=0) for name in ("transitions", "start", "end"))
     lengths = np.array([len(s) for s in sentences])
-    paths = viterbi(mean_emissions, lengths, crf["transitions"], crf["start"], crf["end"])
+    paths = viterbi(mean_emissions, lengths, transitions, start, end)
     vocab = Vocab.load(root / "ensemble" / "vocab.json")
     expected = [[vocab.tags[t] for t in path[:n]] for path, n in zip(paths, lengths, strict=True)]
     assert combined.tag(sentences) == expected
@@ -139,7 +144,7 @@ def test_ensemble_export_matches_tensorflow(tiny_ensemble):
 def test_an_ensemble_given_as_a_model_joins_member_by_member(tiny_ensemble):
     root, members = tiny_ensemble
     ensemble.combine([root / "ensemble", members[0]], root / "nested")
-    assert ensemble.count_members(root / "nested") == 3
+    assert files.count_members(root / "nested") == 3
     history = json.loads((root / "nested" / "training.json").read_text())
     assert [m["seed"] for m in history["members"]] == [1, 2, 1]
     assert all(m["history"] for m in history["members"])
@@ -149,18 +154,6 @@ def test_ensemble_refuses_members_trained_differently(tiny_ensemble):
     root, members = tiny_ensemble
     with pytest.raises(ValueError, match="same hyperparameters"):
         ensemble.combine([root / "out", members[0]], root / "mixed")
-
-
-def test_weight_average_moves_towards_the_weights_and_swaps_back():
-    import keras
-
-    weight = keras.Variable(np.zeros(3, np.float32))
-    average = WeightAverage([weight], decay=0.75)
-    weight.assign(np.full(3, 4.0, np.float32))
-    average.update()
-    with average.swapped_in():
-        np.testing.assert_allclose(weight.numpy(), 1.0)  # 0.75 * 0 + 0.25 * 4
-    np.testing.assert_allclose(weight.numpy(), 4.0)
 
 
 def test_recasing_at_random_keeps_the_tags_and_follows_the_proportions():
@@ -187,3 +180,67 @@ def test_training_on_train_and_dev_runs_the_fixed_epochs_and_keeps_the_last(tiny
     assert state["best_epoch"] == 3
     assert state["lr_decays"] == [2]
     assert "dev_f1" not in state["history"][0]
+    assert state["data"]["files"] == ["train.txt", "valid.txt"]
+
+
+def test_the_export_describes_the_model_in_meta_json(tiny_ensemble):
+    root, _ = tiny_ensemble
+    export(root / "ensemble", data_dir=None, saved_model=False)
+    meta = files.read_json(root / "ensemble", files.META)
+    assert meta["version"] == files.version(root / "ensemble") and meta["members"] == 2
+    assert meta["config"] == files.read_json(root / "ensemble", files.CONFIG)
+    assert meta["training_data"] == [{"dir": str(root / "data"), "files": ["train.txt"], "sentences": 32}]
+    assert meta["dev_f1"] is None  # not evaluated yet
+    assert meta["temperature"] == 1.0  # not calibrated
+
+
+def run_main(module, monkeypatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", [module.__name__, *args])
+    module.main()
+
+
+@pytest.fixture
+def exported_copy(tiny_run, tmp_path):
+    """A copy of the tiny model, exported with parity checked."""
+    root, _ = tiny_run
+    model = tmp_path / "model"
+    shutil.copytree(root / "out", model)
+    export(model, data_dir=root / "data", saved_model=False)
+    return model
+
+
+def broken_onnx(build_onnx):
+    """build_onnx on weights whose emission bias is off by one: the runtimes disagree."""
+    def build(members):
+        return build_onnx([{**m, "emission/bias": m["emission/bias"] + 1.0} for m in members])
+    return build
+
+
+def test_an_export_that_fails_parity_exits_non_zero_and_leaves_the_model(tiny_run, exported_copy, monkeypatch):
+    root, _ = tiny_run
+    before = {path.name: path.read_bytes() for path in exported_copy.iterdir() if path.is_file()}
+    monkeypatch.setattr(export_module, "build_onnx", broken_onnx(export_module.build_onnx))
+    with pytest.raises(SystemExit, match="parity check failed") as failure:
+        run_main(export_module, monkeypatch, "--model", str(exported_copy), "--data-dir", str(root / "data"))
+    assert failure.value.code != 0
+    assert {path.name: path.read_bytes() for path in exported_copy.iterdir() if path.is_file()} == before
+    assert sorted(p.name for p in exported_copy.parent.iterdir()) == ["model"]  # no staging left behind
+
+
+def test_an_ensemble_that_fails_parity_leaves_the_previous_one(tiny_ensemble, exported_copy, monkeypatch):
+    root, members = tiny_ensemble
+    before = files.read_json(exported_copy, files.META)
+    monkeypatch.setattr(export_module, "build_onnx", broken_onnx(export_module.build_onnx))
+    with pytest.raises(SystemExit, match="parity check failed"):
+        run_main(ensemble, monkeypatch, "--out", str(exported_copy), "--data-dir", str(root / "data"), *map(str, members))
+    assert files.read_json(exported_copy, files.META) == before and files.count_members(exported_copy) == 1
+
+
+def test_an_ensemble_that_passes_parity_replaces_the_model(tiny_ensemble, exported_copy, monkeypatch):
+    root, members = tiny_ensemble
+    run_main(ensemble, monkeypatch, "--out", str(exported_copy), "--data-dir", str(root / "data"), *map(str, members))
+    assert files.count_members(exported_copy) == 2
+    assert files.read_json(exported_copy, files.META)["version"] == files.version(exported_copy)
+    assert (exported_copy / files.SAVED_MODEL).is_dir() and (exported_copy / files.PARITY).exists()
+    assert load_tagger(exported_copy, "onnx").tag([["Paris"]]) == load_tagger(exported_copy, "tensorflow").tag([["Paris"]])
+

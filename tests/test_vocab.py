@@ -14,7 +14,7 @@ def test_casing_classes():
 
 
 def test_training_words_first_then_frequent_pretrained_words():
-    vocab = Vocab.build(TRAINING, GLOVE, keep_pretrained=6, keep_unvectored=False)
+    vocab = Vocab.build(TRAINING, GLOVE, keep_pretrained=6)
     assert vocab.words[:2] == [PAD, UNK]
     assert vocab.words[2] == "is"  # the most frequent training word
     assert set(vocab.words[2:6]) == {"is", "paris", "big", "."}
@@ -23,13 +23,8 @@ def test_training_words_first_then_frequent_pretrained_words():
     assert vocab.tags == ["O", "B-LOC", "B-ORG"]
 
 
-def test_unvectored_training_words_kept_when_tuned():
-    vocab = Vocab.build(TRAINING, GLOVE, keep_pretrained=0, keep_unvectored=True)
-    assert "xq9" in vocab.words
-
-
 def test_encode_lowercases_pads_and_maps_unknowns():
-    vocab = Vocab.build(TRAINING, GLOVE, keep_pretrained=7, keep_unvectored=False)
+    vocab = Vocab.build(TRAINING, GLOVE, keep_pretrained=7)
     batch = vocab.encode([["PARIS", "Rome", "Zzz"], ["is"]])
     index = vocab.word_index
     assert batch.word_ids.tolist() == [[index["paris"], index["rome"], index[UNK]], [index["is"], 0, 0]]
@@ -41,7 +36,7 @@ def test_encode_lowercases_pads_and_maps_unknowns():
 
 
 def test_long_words_are_cut_for_characters():
-    vocab = Vocab.build(TRAINING, GLOVE, keep_pretrained=7, keep_unvectored=False)
+    vocab = Vocab.build(TRAINING, GLOVE, keep_pretrained=7)
     batch = vocab.encode([["a" * 100_000]])
     assert batch.char_ids.shape == (1, 1, MAX_WORD_CHARS)
 

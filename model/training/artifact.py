@@ -1,13 +1,6 @@
-"""The trained model on disk, and the TensorFlow tagger that loads it.
-
-A model directory holds:
-  config.json        hyperparameters (model.config.Config)
-  vocab.json         words, characters and tags
-  word_vectors.npy   the frozen word vectors, float16
-  weights.npz        every other weight of each member network (model.ensemble),
-                     by member and Keras variable path
-The lean runtime (model.runtime) reads the same files plus tagger.onnx.
-"""
+"""Keras networks to and from a model directory (laid out in model.files), and
+the TensorFlow tagger that loads one: the reference the lean runtime is checked
+against."""
 
 from __future__ import annotations
 
@@ -18,14 +11,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import crf, ensemble
-from model.calibration import load_temperature
+from model import files
 from model.config import Config
 from model.marginals import EntityScorer, ScoredTags
-from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
+from model.training import crf
+from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
 from model.vocab import Vocab, decode_in_batches
-
-CONFIG, VOCAB, WORD_VECTORS, WEIGHTS = "config.json", "vocab.json", "word_vectors.npy", ensemble.WEIGHTS
 
 
 def build_tagger(config: Config, vocab: Vocab, word_embedding: keras.layers.Embedding) -> Tagger:
@@ -53,31 +44,23 @@ def set_weights(tagger: Tagger, weights: dict[str, np.ndarray]) -> None:
 
 
 def save(members: list[Tagger], vocab: Vocab, config: Config, directory: Path) -> None:
-    """Save with the tuned offsets folded into the word vectors (and zeroed in
-    the weights), so that every consumer reads one vector a word. Members share
-    the vectors, so only a single member may have tuned them."""
-    if len(members) > 1 and any(m.tuned_words for m in members):
-        raise ValueError("members of an ensemble share frozen word vectors; none may tune them")
+    """The members share the frozen word vectors: they are stored once."""
     directory.mkdir(parents=True, exist_ok=True)
-    config.save(directory / CONFIG)
-    vocab.save(directory / VOCAB)
-    first = members[0]
-    vectors = first.word_embedding.embeddings.numpy().astype(np.float32)
-    vectors[: first.tuned_words] += first.word_tuning.embeddings.numpy()[: first.tuned_words]
-    np.save(directory / WORD_VECTORS, vectors.astype(np.float16))
-    weights = [trained_weights(m) for m in members]
-    for member in weights:
-        member["word_tuning/embeddings"] = np.zeros_like(member["word_tuning/embeddings"])
-    np.savez(directory / WEIGHTS, **ensemble.join(weights))
+    config.save(directory / files.CONFIG)
+    vocab.save(directory / files.VOCAB)
+    np.save(directory / files.WORD_VECTORS, members[0].word_embedding.embeddings.numpy())
+    files.write_weights(directory, [trained_weights(m) for m in members])
 
 
 def load(directory: Path) -> tuple[list[Tagger], Vocab, Config]:
     """The member networks, the vocabulary and the configuration."""
-    config = Config.load(directory / CONFIG)
-    vocab = Vocab.load(directory / VOCAB)
-    word_embedding = frozen_word_embedding(np.load(directory / WORD_VECTORS))
+    config = Config.load(directory / files.CONFIG)
+    vocab = Vocab.load(directory / files.VOCAB)
+    word_embedding = frozen_word_embedding(np.load(directory / files.WORD_VECTORS))
     members = []
-    for weights in ensemble.read_weights(directory):
+    # Variables the network no longer has (the word-tuning layer of earlier
+    # models, all zeros) are left in the file and not read.
+    for weights in files.read_weights(directory):
         tagger = build_tagger(config, vocab, word_embedding)
         set_weights(tagger, weights)
         members.append(tagger)
@@ -95,7 +78,7 @@ class TensorFlowTagger:
         self._emissions_and_paths = tf.function(self._emissions_and_paths,
                                                 input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
         transitions, start, end = (t.numpy() for t in self.tagger.mean_crf())
-        self.scorer = EntityScorer(self.vocab.tags, transitions, start, end, load_temperature(Path(directory)))
+        self.scorer = EntityScorer(self.vocab.tags, transitions, start, end, files.temperature(Path(directory)))
 
     def _decode_ids(self, word_ids, char_ids, casing_ids, lengths):
         emissions = self.tagger(word_ids, char_ids, casing_ids)
@@ -137,7 +120,7 @@ def _traced_forward_backward(emissions, lengths, transitions, start, end):
 
 def _tensorflow_forward_backward(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
                                  start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
-    """model.crf.forward_backward in float64, as model.marginals.ForwardBackward."""
+    """model.training.crf.forward_backward in float64, as model.marginals.ForwardBackward."""
     tensors = [tf.constant(np.asarray(a, np.float64)) for a in (emissions, transitions, start, end)]
     alpha, beta, log_z = _traced_forward_backward(tensors[0], tf.constant(lengths, tf.int32), *tensors[1:])
     return alpha.numpy(), beta.numpy(), log_z.numpy()

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.config import Config
-from model.crf import CRF, viterbi_decode
+from model.training.crf import CRF, viterbi_decode
 from model.vocab import CASINGS
 
 # A score no real activation reaches: padding characters never win the max-pool.
@@ -45,12 +45,6 @@ class Tagger(keras.Model):
     def __init__(self, config: Config, word_embedding: keras.layers.Embedding, num_chars: int, num_tags: int):
         super().__init__()
         self.word_embedding = word_embedding
-        # A trainable offset for the first `tuned_words` rows (the training
-        # words); saving folds it into the stored vectors (model.artifact).
-        self.word_tuning = keras.layers.Embedding(
-            max(config.tuned_words, 1), word_embedding.output_dim, embeddings_initializer="zeros", name="word_tuning"
-        )
-        self.tuned_words = config.tuned_words
         self.char_embedding = keras.layers.Embedding(num_chars, config.char_dim, name="char_embedding")
         self.char_conv = keras.layers.Conv1D(
             config.char_filters, config.char_kernel, padding="same", activation="tanh", name="char_conv"
@@ -69,18 +63,12 @@ class Tagger(keras.Model):
 
     def call(self, word_ids, char_ids, casing_ids, training=False):
         """Emission scores [batch, words, tags] for padded id arrays."""
-        words = tf.cast(self.word_embedding(word_ids), tf.float32) + self.tuning(word_ids)
+        words = tf.cast(self.word_embedding(word_ids), tf.float32)
         chars = self.char_features(char_ids, training=training)
         casings = self.casing_embedding(casing_ids)
         features = self.dropout(tf.concat([words, chars, casings], axis=-1), training=training)
         hidden = self.bilstm(features, mask=word_ids > 0, training=training)
         return self.emission(self.dropout(hidden, training=training))
-
-    def tuning(self, word_ids):
-        """The trained offsets of the tuned words; 0 for every other word."""
-        tuned = word_ids < self.tuned_words
-        offsets = self.word_tuning(tf.where(tuned, word_ids, 0))
-        return offsets * tf.cast(tuned, tf.float32)[..., None]
 
     def char_features(self, char_ids, training=False):
         """Max-pooled character CNN [batch, words, filters]; exactly 0 for padding
@@ -99,7 +87,7 @@ class Tagger(keras.Model):
 class Ensemble:
     """Taggers trained alike from different seeds, as one tagger. A tag path
     scores the mean of the members' path scores: one CRF over the members'
-    mean emissions and mean transitions (model.ensemble)."""
+    mean emissions and mean transitions (model.training.ensemble)."""
 
     def __init__(self, members: list[Tagger]):
         self.members = members

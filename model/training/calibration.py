@@ -1,6 +1,6 @@
 """One temperature that calibrates the entity scores, and how it is fitted.
 
-    python -m model.calibration --fit-on results/crf --write-to results/crf [--data valid.txt]
+    python -m model.training.calibration --fit-on results/crf --write-to results/crf [--data valid.txt]
 
 The CRF's scores are divided by the temperature before its marginals are
 taken (model.marginals.EntityScorer); the tags do not change, since dividing
@@ -11,7 +11,9 @@ CoNLL tokens. Fit on a model trained without that split: when the served
 model is trained on train + dev, fit on a train-only model of the same
 recipe and write the result into the served model's directory.
 
-calibration.json holds the temperature and where it came from. Numpy only.
+calibration.json (model.files) holds the temperature and where it came from;
+meta.json is rewritten with it. Numpy and ONNX Runtime only, no TensorFlow:
+it lies in model.training because it reads the CoNLL data and fits the model.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_FILE = "calibration.json"
-
-
-def load_temperature(directory: Path) -> float:
-    """The model's temperature; 1 (the scores as trained) without calibration.json."""
-    path = Path(directory) / CALIBRATION_FILE
-    return float(json.loads(path.read_text())["temperature"]) if path.exists() else 1.0
+from model import files
+from model.marginals import EntityScorer
+from model.runtime import OnnxTagger, viterbi
+from model.tags import entity_spans
+from model.training.data import DEFAULT_DATA_DIR, read_conll
+from model.training.export import write_meta
+from model.vocab import batches_by_length
 
 
 def negative_log_likelihood(scores: np.ndarray, correct: np.ndarray) -> float:
@@ -72,12 +74,6 @@ def fit_temperature(nll_at: Callable[[float], float], low: float = 0.25, high: f
 
 def fit(model: Path, data_file: Path) -> dict:
     """Fit the temperature of `model` on a CoNLL file; what calibration.json holds."""
-    from model.data import read_conll
-    from model.marginals import EntityScorer
-    from model.runtime import OnnxTagger, viterbi
-    from model.tags import entity_spans
-    from model.vocab import batches_by_length
-
     sentences = read_conll(data_file)
     tagger = OnnxTagger(model)
     # The network runs once; only the CRF's marginals change with T.
@@ -115,8 +111,6 @@ def fit(model: Path, data_file: Path) -> dict:
 
 
 def main() -> None:
-    from model.data import DEFAULT_DATA_DIR
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fit-on", type=Path, default=Path("results/crf"),
                         help="the model whose predictions are scored (not trained on --data)")
@@ -126,9 +120,11 @@ def main() -> None:
                         help="CoNLL file the --fit-on model was not trained on")
     args = parser.parse_args()
     calibration = fit(args.fit_on, args.data)
-    (args.write_to / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
+    files.write_json(args.write_to, files.CALIBRATION, calibration)
+    # The temperature changes the model's version and what /api/model reports.
+    write_meta(args.write_to)
     print(json.dumps(calibration, indent=2))
-    print(f"wrote {args.write_to / CALIBRATION_FILE}")
+    print(f"wrote {args.write_to / files.CALIBRATION} and {files.META}")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,55 @@
-"""Export the trained model for serving: `python -m model.export [--model results/crf]`.
+"""Export the trained model for serving: `python -m model.training.export [--model results/crf]`.
 
 Writes, beside the Keras weights:
   tagger.onnx    the emission network as an ONNX graph built from the weights
                  (ONNX's own bidirectional LSTM op; for an ensemble, every
                  member's and their mean), for the lean runtime
-  crf.npz        the CRF transition scores (the members' mean), for Viterbi
-                 decoding in numpy
+  crf.npz        the CRF transition scores (the members' mean, as TensorFlow
+                 decodes with them), for Viterbi decoding and the entity
+                 scores in numpy
   saved_model/   a TensorFlow SavedModel with a `serving_default` signature
                  (ids in, emissions and best tag ids out) for TensorFlow Serving
-then checks on dev and test that the ONNX runtime gives the TensorFlow tags.
-Building the ONNX graph needs numpy and onnx only; TensorFlow is imported for
-the SavedModel and the parity check.
+  parity.json    the check, on dev and test, that the ONNX runtime gives the
+                 TensorFlow tags and emissions
+  meta.json      what the service reports about the model (model.files)
+Parity is a gate: the command builds the export in a new directory and puts it
+in place of the model only when the check passes; otherwise it exits non-zero
+and the model is left as it was. Building the ONNX graph needs numpy and onnx
+only; TensorFlow is imported for the CRF, the SavedModel and the parity check.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model.data import DEFAULT_DATA_DIR, read_conll
-from model.ensemble import mean_crf, read_weights
-from model.runtime import CRF_FILE, ONNX_FILE, OnnxTagger
+from model import files
+from model.runtime import OnnxTagger
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.vocab import batches_by_length
+
+if TYPE_CHECKING:  # the network imports TensorFlow; the export does only when it needs it
+    from model.training.network import Ensemble
 
 OPSET = 18
 IR_VERSION = 10  # the newest that onnxruntime 1.31 loads
-SAVED_MODEL_DIR = "saved_model"
-PARITY_FILE = "parity.json"
+NAME = "BiLSTM-CRF named-entity tagger (CoNLL-2003 English)"
+# The largest difference between the runtimes' emission scores that parity
+# allows: float32 rounding in a different order of operations stays far below.
+PARITY_TOLERANCE = 1e-4
+
+
+class ParityError(RuntimeError):
+    """The lean runtime does not give TensorFlow's tags and emissions."""
 
 
 def lstm_weights(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -151,21 +168,19 @@ def build_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                             producer_name="model.export")
+                             producer_name="model.training.export")
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def export_saved_model(directory: Path) -> None:
+def export_saved_model(directory: Path, tagger: Ensemble) -> None:
     """A SavedModel for TensorFlow Serving: padded ids in, emissions and the
     Viterbi tag ids out."""
     import tensorflow as tf
 
-    from model.artifact import load
-    from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble
+    from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC
 
-    members, _, _ = load(directory)
-    tagger = Ensemble(members)
+    members = tagger.members
 
     class Serving(tf.Module):
         def __init__(self):
@@ -180,20 +195,21 @@ def export_saved_model(directory: Path) -> None:
             return {"emissions": emissions, "tag_ids": tagger.decode(emissions, lengths)}
 
     module = Serving()
-    target = directory / SAVED_MODEL_DIR
+    target = directory / files.SAVED_MODEL
     shutil.rmtree(target, ignore_errors=True)
     tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
 
 
-def write_crf(directory: Path, members: list[dict[str, np.ndarray]]) -> None:
-    np.savez(directory / CRF_FILE, **mean_crf(members))
+def write_crf(directory: Path, tagger: Ensemble) -> None:
+    transitions, start, end = (t.numpy() for t in tagger.mean_crf())
+    np.savez(directory / files.CRF, transitions=transitions, start=start, end=end)
 
 
 def check_parity(directory: Path, data_dir: Path) -> dict:
     """Tags and emissions of the ONNX runtime against TensorFlow, sentence by
     sentence, over the dev and test sets that data_dir has (a user's own data
     may have no test set)."""
-    from model.artifact import TensorFlowTagger
+    from model.training.artifact import TensorFlowTagger
 
     reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
     report = {}
@@ -213,18 +229,78 @@ def check_parity(directory: Path, data_dir: Path) -> dict:
     return report
 
 
-def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR) -> dict | None:
-    """Write the serving files into a trained model directory; check parity on
-    data_dir's dev and test sets unless data_dir is None."""
-    members = read_weights(directory)
-    onnx.save(build_onnx(members), directory / ONNX_FILE)
-    write_crf(directory, members)
-    export_saved_model(directory)
-    if data_dir is None:
-        return None
-    report = check_parity(directory, data_dir)
-    (directory / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+def parity_holds(report: dict) -> bool:
+    return all(f["identical_tags"] == f["sentences"] and f["max_abs_emission_diff"] <= PARITY_TOLERANCE
+               for f in report.values())
+
+
+def write_meta(directory: Path) -> None:
+    """meta.json, from the model's files: what /api/model reports. Rewritten by
+    the export, by each evaluation (model.training.evaluate), which adds scores,
+    and by the calibration (model.training.calibration)."""
+    metrics = files.read_json(directory, files.METRICS)
+    training = files.read_json(directory, files.TRAINING)
+    # Networks trained before training.json recorded their data say nothing of it.
+    data = [m["data"] for m in training.get("members", [training]) if "data" in m]
+    files.write_json(directory, files.META, {
+        "name": NAME,
+        "version": files.version(directory),
+        "members": files.count_members(directory),
+        "dev_f1": metrics.get("dev", {}).get("f1"),
+        "test_f1": metrics.get("test", {}).get("f1"),
+        "training_data": [d for i, d in enumerate(data) if d not in data[:i]] or None,
+        "config": files.read_json(directory, files.CONFIG),
+        "temperature": files.temperature(directory),
+    })
+
+
+def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR, saved_model: bool = True) -> dict | None:
+    """Write the serving files into a trained model directory, in place; check
+    parity on data_dir's dev and test sets unless data_dir is None, and raise
+    ParityError if it fails (parity.json says where). Use `staged` to keep the
+    previous export until the new one passed."""
+    from model.training.artifact import load
+    from model.training.network import Ensemble
+
+    onnx.save(build_onnx(files.read_weights(directory)), directory / files.ONNX)
+    tagger = Ensemble(load(directory)[0])
+    write_crf(directory, tagger)
+    if saved_model:
+        export_saved_model(directory, tagger)
+    report = None
+    if data_dir is not None:
+        report = check_parity(directory, data_dir)
+        files.write_json(directory, files.PARITY, report)
+    write_meta(directory)
+    if report is not None and not parity_holds(report):
+        raise ParityError(f"the ONNX runtime differs from TensorFlow in {directory}: {report}")
     return report
+
+
+@contextmanager
+def staged(target: Path) -> Iterator[Path]:
+    """A new directory beside target to build a model in. It takes target's
+    place when the block ends without an error; after an error it is removed
+    and target is left as it was."""
+    staging, previous = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
+    for leftover in (staging, previous):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def print_parity(report: dict) -> None:
+    for split, figures in report.items():
+        print(f"{split}: {figures['identical_tags']}/{figures['sentences']} sentences with identical tags, "
+              f"largest emission difference {figures['max_abs_emission_diff']:.2e}")
 
 
 def main() -> None:
@@ -232,12 +308,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("results/crf"), help="trained model directory")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="dev and test sets for the parity check")
     args = parser.parse_args()
-    report = export(args.model, args.data_dir)
-    for split, figures in report.items():
-        print(f"{split}: {figures['identical_tags']}/{figures['sentences']} sentences with identical tags, "
-              f"largest emission difference {figures['max_abs_emission_diff']:.2e}")
-    failed = any(f["identical_tags"] != f["sentences"] or f["max_abs_emission_diff"] > 1e-4 for f in report.values())
-    raise SystemExit(1 if failed else 0)
+    try:
+        with staged(args.model) as staging:
+            # The previous export's SavedModel is rebuilt, not copied.
+            shutil.copytree(args.model, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(files.SAVED_MODEL))
+            print_parity(export(staging, args.data_dir))
+    except ParityError as error:
+        sys.exit(f"parity check failed; {args.model} is left as it was.\n{error}")
 
 
 if __name__ == "__main__":

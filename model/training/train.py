@@ -1,21 +1,20 @@
-"""Train one network: `python -m model.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
+"""Train one network: `python -m model.training.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
 
-Early stopping on dev F1; the best epoch is kept and exported for serving
-(model.export). Every epoch leaves a checkpoint in --run-dir, and a rerun of
-the same command resumes from it. Progress goes to the terminal and to
-<run-dir>/train.log.
+Early stopping on dev F1; the best epoch is kept, with its ONNX graph and CRF
+scores (model.training.export, without the SavedModel and the parity check:
+the ensemble of the networks gets those). Every epoch leaves a checkpoint in
+--run-dir, and a rerun of the same command resumes from it. Progress goes to
+the terminal and to <run-dir>/train.log.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shutil
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -23,12 +22,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from model import artifact, glove
+from model import files
 from model.config import Config
-from model.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
-from model.export import export
-from model.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
 from model.tags import score
+from model.training import artifact, glove
+from model.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
+from model.training.export import export
+from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
 from model.vocab import UNK, Vocab
 
 log = logging.getLogger("train")
@@ -36,7 +36,7 @@ log = logging.getLogger("train")
 
 def word_vectors_for(vocab: Vocab, glove_words: list[str], glove_vectors: np.ndarray) -> np.ndarray:
     """Rows of GloVe in vocabulary order: the mean vector for unknown words,
-    zeros for padding and for training words that GloVe lacks."""
+    zeros for padding."""
     index = {w: i for i, w in enumerate(glove_words)}
     vectors = np.zeros((len(vocab.words), glove_vectors.shape[1]), dtype=np.float32)
     vectors[1] = glove_vectors.mean(axis=0)
@@ -68,31 +68,7 @@ def drop_singletons(word_ids: np.ndarray, singletons: np.ndarray, unk_id: int, r
     return np.where(dropped, unk_id, word_ids).astype(word_ids.dtype)
 
 
-class WeightAverage:
-    """An exponential moving average of the trainable weights (Polyak averaging)."""
-
-    def __init__(self, variables: list, decay: float):
-        self.variables, self.decay = variables, decay
-        self.averages = [tf.Variable(v.value, trainable=False) for v in variables]
-
-    def update(self) -> None:
-        for average, variable in zip(self.averages, self.variables, strict=True):
-            average.assign(self.decay * average + (1.0 - self.decay) * variable.value)
-
-    @contextmanager
-    def swapped_in(self):
-        """The averages in the network's variables for the duration, then the trained weights back."""
-        trained = [v.numpy() for v in self.variables]
-        for variable, average in zip(self.variables, self.averages, strict=True):
-            variable.assign(average)
-        try:
-            yield
-        finally:
-            for variable, value in zip(self.variables, trained, strict=True):
-                variable.assign(value)
-
-
-def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer, average: WeightAverage):
+def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer):
     @tf.function(input_signature=[*INPUT_SIGNATURE, TAGS_SPEC, LENGTHS_SPEC])
     def train_step(word_ids, char_ids, casing_ids, tag_ids, lengths):
         with tf.GradientTape() as tape:
@@ -100,7 +76,6 @@ def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer, avera
             loss = -tf.reduce_mean(tagger.crf.log_likelihood(emissions, tag_ids, lengths))
         gradients = tape.gradient(loss, tagger.trainable_variables)
         optimizer.apply(gradients, tagger.trainable_variables)
-        average.update()
         return loss
 
     return train_step
@@ -132,21 +107,19 @@ class Checkpoint:
     def exists(self) -> bool:
         return self.state_file.exists()
 
-    def save(self, tagger: Tagger, optimizer, average: WeightAverage, state: dict) -> None:
+    def save(self, tagger: Tagger, optimizer, state: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         np.savez(self.directory / "weights.npz", **artifact.trained_weights(tagger))
         np.savez(self.directory / "optimizer.npz", *[v.numpy() for v in optimizer.variables])
-        np.savez(self.directory / "average.npz", *[v.numpy() for v in average.averages])
         self.state_file.write_text(json.dumps(state, indent=2))
 
-    def restore(self, tagger: Tagger, optimizer, average: WeightAverage) -> dict:
+    def restore(self, tagger: Tagger, optimizer) -> dict:
         with np.load(self.directory / "weights.npz") as weights:
             artifact.set_weights(tagger, dict(weights))
         optimizer.build(tagger.trainable_variables)
-        for variables, file in ((optimizer.variables, "optimizer.npz"), (average.averages, "average.npz")):
-            with np.load(self.directory / file) as saved:
-                for variable, value in zip(variables, saved.values(), strict=True):
-                    variable.assign(value)
+        with np.load(self.directory / "optimizer.npz") as saved:
+            for variable, value in zip(optimizer.variables, saved.values(), strict=True):
+                variable.assign(value)
         return json.loads(self.state_file.read_text())
 
 
@@ -173,23 +146,21 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         train_set += dev_set
     glove_words, glove_vectors = glove.load()
     pairs = [(s.words, s.tags) for s in train_set]
-    vocab = Vocab.build(pairs, glove_words, config.keep_pretrained, keep_unvectored=config.tune_training_words)
-    if config.tune_training_words:
-        training_words = {w.lower() for words, _ in pairs for w in words}
-        config = dataclasses.replace(config, tuned_words=2 + len(training_words))
+    vocab = Vocab.build(pairs, glove_words, config.keep_pretrained)
     word_embedding = frozen_word_embedding(word_vectors_for(vocab, glove_words, glove_vectors))
     tagger = artifact.build_tagger(config, vocab, word_embedding)
     log.info("vocabulary: %d words, %d chars, tags %s", len(vocab.words), len(vocab.chars), vocab.tags)
     singletons = singleton_ids(vocab, train_set)
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
-    average = WeightAverage(tagger.trainable_variables, config.average_decay)
-    train_step = make_train_step(tagger, optimizer, average)
+    train_step = make_train_step(tagger, optimizer)
 
     checkpoint = Checkpoint(run_dir / "last")
     best_dir = run_dir / "best"
-    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "lr_decays": [], "history": []}
+    data = {"dir": str(data_dir), "files": ["train.txt", "valid.txt"] if config.train_on_dev else ["train.txt"],
+            "sentences": len(train_set)}
+    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "lr_decays": [], "data": data, "history": []}
     if checkpoint.exists():
-        state = checkpoint.restore(tagger, optimizer, average)
+        state = checkpoint.restore(tagger, optimizer)
         log.info("resumed after epoch %d (best dev F1 %.2f)", state["epoch"], state["best_f1"])
 
     while state["epoch"] < config.max_epochs and (
@@ -209,8 +180,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             loss = train_step(word_ids, batch.char_ids, batch.casing_ids, tag_ids, batch.lengths)
             losses.append(float(loss))
             progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        with average.swapped_in():
-            artifact.save([tagger], vocab, config, run_dir / "epoch")
+        artifact.save([tagger], vocab, config, run_dir / "epoch")
         state["epoch"] = epoch
         entry = {"epoch": epoch, "loss": float(np.mean(losses))}
         if config.train_on_dev:
@@ -234,16 +204,16 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             optimizer.learning_rate.assign(optimizer.learning_rate * config.lr_decay)
             state["lr_decays"].append(epoch)
             log.info("learning rate now %.2e", float(optimizer.learning_rate))
-        checkpoint.save(tagger, optimizer, average, state)
+        checkpoint.save(tagger, optimizer, state)
         log.info("epoch %d: loss %.4f, %s, %.0fs", epoch, np.mean(losses),
                  "trained on train + dev" if config.train_on_dev else
                  f"dev F1 {entry['dev_f1_by_case']} mean {entry['dev_f1_mean']:.2f} "
                  f"(best {state['best_f1']:.2f} at epoch {state['best_epoch']})", time.time() - started)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (artifact.CONFIG, artifact.VOCAB, artifact.WORD_VECTORS, artifact.WEIGHTS):
+    for name in (files.CONFIG, files.VOCAB, files.WORD_VECTORS, files.WEIGHTS):
         shutil.copy(best_dir / name, out_dir / name)
-    (out_dir / "training.json").write_text(json.dumps(state, indent=2) + "\n")
+    files.write_json(out_dir, files.TRAINING, state)
     log.info("best dev F1 %.2f at epoch %d, model in %s", state["best_f1"], state["best_epoch"], out_dir)
     return state["best_f1"]
 
@@ -252,15 +222,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="holds train.txt and valid.txt")
     # Not results/crf by default: one network must not silently replace the
-    # committed ensemble (model.ensemble writes that).
+    # committed ensemble (model.training.ensemble writes that).
     parser.add_argument("--out", type=Path, help="where the best model goes (default: <run-dir>/out)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/crf"), help="checkpoints and log")
     parser.add_argument("--max-epochs", type=int, default=Config.max_epochs)
     parser.add_argument("--lstm-units", type=int, default=Config.lstm_units)
     parser.add_argument("--batch-size", type=int, default=Config.batch_size)
-    parser.add_argument("--tune-words", action="store_true", help="fine-tune the training words' vectors")
     parser.add_argument("--singleton-unk", type=float, default=Config.singleton_unk)
-    parser.add_argument("--average-decay", type=float, default=Config.average_decay)
     parser.add_argument("--seed", type=int, default=Config.seed)
     parser.add_argument("--recase-lower", type=float, default=Config.recase_lower)
     parser.add_argument("--recase-upper", type=float, default=Config.recase_upper)
@@ -271,14 +239,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
-                    tune_training_words=args.tune_words, singleton_unk=args.singleton_unk,
-                    average_decay=args.average_decay, seed=args.seed, recase_lower=args.recase_lower,
+                    singleton_unk=args.singleton_unk, seed=args.seed, recase_lower=args.recase_lower,
                     recase_upper=args.recase_upper, train_on_dev=args.train_on_dev,
                     decay_epochs=tuple(args.decay_epochs))
     out = args.out or args.run_dir / "out"
     train(config, args.data_dir, out, args.run_dir)
-    report = export(out, args.data_dir)
-    log.info("exported for serving; parity with TensorFlow: %s", report)
+    export(out, data_dir=None, saved_model=False)
+    log.info("exported for serving (ONNX and CRF; no SavedModel, no parity check) into %s", out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""The model directory: its file names, the weights format, the members, the version and meta.json.
+
+The one module that knows how a trained model lies on disk. Numpy only, so that
+serving (model.runtime, serve.py) and training (model.training) share it.
+
+A model directory holds:
+  config.json        hyperparameters (model.config.Config)
+  vocab.json         words, characters and tags (model.vocab.Vocab)
+  word_vectors.npy   the frozen word vectors, float16, shared by every member
+  weights.npz        every other weight of each member network, keyed
+                     `<member>/<Keras variable path>`; a single network is member 0
+  training.json      each member's seed and training history
+and, once exported (python -m model.training.export):
+  tagger.onnx        the emission network for ONNX Runtime
+  crf.npz            the CRF transition scores (the members' mean)
+  saved_model/       the TensorFlow SavedModel, for TensorFlow Serving
+  parity.json        the ONNX runtime against TensorFlow on dev and test
+  meta.json          what /api/model reports: name, version, scores, members,
+                     training data, parameters and the score temperature
+  metrics.json       dev and test scores (python -m model.training.evaluate)
+and, once calibrated (python -m model.training.calibration):
+  calibration.json   the temperature of the entity scores and what it was fitted on
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+WORD_VECTORS = "word_vectors.npy"
+WEIGHTS = "weights.npz"
+TRAINING = "training.json"
+ONNX = "tagger.onnx"
+CRF = "crf.npz"
+SAVED_MODEL = "saved_model"
+PARITY = "parity.json"
+CALIBRATION = "calibration.json"
+META = "meta.json"
+METRICS = "metrics.json"
+
+# What a trained network is: the files training writes and an ensemble joins.
+TRAINED_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, TRAINING)
+# Files the members of an ensemble must have byte for byte the same.
+SHARED_FILES = (VOCAB, WORD_VECTORS)
+# The files that make up the model, hashed into its version (the JSON reports
+# are about the model, not part of it; calibration.json changes its scores).
+MODEL_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, ONNX, CRF, CALIBRATION)
+
+
+def join(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One weights dict for the members, in order."""
+    return {f"{i}/{name}": value for i, weights in enumerate(members) for name, value in weights.items()}
+
+
+def split(weights: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The members' weights, in order, from a weights dict made by join()."""
+    members: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in weights.items():
+        member, name = key.split("/", 1)
+        members.setdefault(int(member), {})[name] = value
+    return [members[i] for i in range(len(members))]
+
+
+def write_weights(directory: Path, members: list[dict[str, np.ndarray]]) -> None:
+    np.savez(directory / WEIGHTS, **join(members))
+
+
+def read_weights(directory: Path) -> list[dict[str, np.ndarray]]:
+    with np.load(directory / WEIGHTS) as saved:
+        return split(saved)
+
+
+def count_members(directory: Path) -> int:
+    with np.load(directory / WEIGHTS) as saved:
+        return len({key.split("/", 1)[0] for key in saved.files})
+
+
+def version(directory: Path) -> str:
+    """A hash of the model's files: it changes whenever the model's answers may."""
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        path = directory / name
+        if path.exists():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def temperature(directory: Path) -> float:
+    """What the entity scores' CRF is divided by (model.marginals.EntityScorer);
+    1, the scores as trained, without calibration.json."""
+    return float(read_json(directory, CALIBRATION).get("temperature", 1.0))
+
+
+def read_json(directory: Path, name: str) -> dict[str, Any]:
+    """A JSON file of the directory; {} when the model has none (not exported or not scored yet)."""
+    path = directory / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_json(directory: Path, name: str, data: dict[str, Any]) -> None:
+    (directory / name).write_text(json.dumps(data, indent=2) + "\n")
