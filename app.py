@@ -126,7 +126,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
         return jsonify(
             name="Named-entity recognition API",
             endpoints={
-                "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}',
+                "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}; optional "min_score"',
                 "GET /api/model": "the model: version, tags, dev and test F1",
                 "GET /client": "a web page to try the API",
                 "GET /healthz": "the process is alive",
@@ -155,7 +155,9 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
 
     @app.post("/api")
     def api() -> Response:
-        texts, single = parse_texts(read_body(app.config["MAX_CONTENT_LENGTH"]))
+        data = parse_json(read_body(app.config["MAX_CONTENT_LENGTH"]))
+        texts, single = parse_texts(data)
+        min_score = parse_min_score(data)
         # For gunicorn's access log line (gunicorn.conf.py): how much text, never the text.
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
         max_texts, max_chars = app.config["NER_MAX_TEXTS"], app.config["NER_MAX_TEXT_CHARS"]
@@ -165,7 +167,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
             if len(text) > max_chars:
                 where = "text" if single else f"texts[{i}]"
                 raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
-        results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts)
+        results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts, min_score)
         return jsonify(results[0] if single else {"results": results})
 
 
@@ -182,17 +184,21 @@ def read_body(limit: int) -> bytes:
     return body
 
 
-def parse_texts(body: bytes) -> tuple[list[str], bool]:
-    """The texts of a request body, and whether it held a single text.
-
-    Accepted: a JSON string (the original api_ner contract), {"text": "..."}
-    or {"texts": ["...", ...]}. The Content-Type is not checked, so that a
-    plain `curl -d` works too.
-    """
+def parse_json(body: bytes) -> Any:
+    """The request body as JSON. The Content-Type is not checked, so that a
+    plain `curl -d` works too."""
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+
+
+def parse_texts(data: Any) -> tuple[list[str], bool]:
+    """The texts of a request, and whether it held a single text.
+
+    Accepted: a JSON string (the original api_ner contract), {"text": "..."}
+    or {"texts": ["...", ...]}.
+    """
     if isinstance(data, str):
         return [data], True
     if not isinstance(data, dict) or ("text" in data) == ("texts" in data):
@@ -210,6 +216,20 @@ def parse_texts(body: bytes) -> tuple[list[str], bool]:
         if not isinstance(text, str):
             raise ApiError(400, "invalid_type", f"'texts[{i}]' must be a string")
     return texts, False
+
+
+def parse_min_score(data: Any) -> float:
+    """The optional "min_score" beside "text" or "texts": entities scored below
+    it are left out. 0 (every entity) when absent."""
+    if not isinstance(data, dict) or "min_score" not in data:
+        return 0.0
+    value = data["min_score"]
+    # bool is an int in Python, but `true` is no threshold.
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ApiError(400, "invalid_type", "'min_score' must be a number from 0 to 1")
+    if not 0 <= value <= 1:
+        raise ApiError(400, "invalid_value", f"'min_score' must be from 0 to 1, not {value}")
+    return float(value)
 
 
 def register_error_handlers(app: Flask) -> None:

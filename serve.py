@@ -6,6 +6,7 @@ texts in one call. No Flask here: app.py does the HTTP.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,9 +16,12 @@ from syntok import segmenter
 import settings
 from model import files
 from model.backends import load_tagger
+from model.marginals import ScoredTags
 from model.tags import entity_spans
 
 DEFAULT_MODEL_DIR = settings.defaults()["NER_MODEL_DIR"]
+# Entity scores are rounded: more digits would be noise (the backends agree to ~1e-6).
+SCORE_DIGITS = 4
 
 # syntok splits some words that CoNLL-2003 keeps whole; the model was trained on
 # CoNLL tokens, so tokenize() joins them back (see _joins_previous).
@@ -34,11 +38,12 @@ class Token:
 
 
 class ModelApi(Protocol):
-    """`model_api(texts)` gives one result dict a text; `info` describes the model."""
+    """`model_api(texts, min_score)` gives one result dict a text, without the
+    entities scored below min_score; `info` describes the model."""
 
     info: dict[str, Any]
 
-    def __call__(self, texts: list[str]) -> list[dict[str, Any]]: ...
+    def __call__(self, texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]: ...
 
 
 def tokenize(text: str) -> list[list[Token]]:
@@ -88,16 +93,22 @@ def align_data(data: dict[str, list[str]]) -> dict[str, str]:
     return {key: " ".join(item.ljust(w) for item, w in zip(seq, widths, strict=True)) for key, seq in data.items()}
 
 
-def annotate(text: str, sentences: list[list[Token]], tags: list[list[str]]) -> dict[str, Any]:
-    """The result for one text, from its tokenized sentences and their tags."""
+def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], min_score: float = 0.0) -> dict[str, Any]:
+    """The result for one text, from its tokenized sentences and their scored
+    tags; entities scored below min_score are left out of `entities` (not out of `tags`)."""
     tokens = [token for sentence in sentences for token in sentence]
     entities = []
-    for sentence, sentence_tags in zip(sentences, tags, strict=True):
+    for sentence, sentence_tagged in zip(sentences, tagged, strict=True):
         # Spans are decoded per sentence: an entity never crosses a sentence boundary.
-        for span in entity_spans(sentence_tags):
-            start, end = sentence[span.start].start, sentence[span.end - 1].end
-            entities.append({"text": text[start:end], "type": span.type, "start": start, "end": end})
-    flat_tags = [tag for sentence_tags in tags for tag in sentence_tags]
+        for span in entity_spans(sentence_tagged.tags):
+            score = float(sentence_tagged.scores[span.start])
+            # NaN: a model whose tag set lacks this type's I- tag cannot score it.
+            score = None if math.isnan(score) else round(score, SCORE_DIGITS)
+            if score is None or score >= min_score:
+                start, end = sentence[span.start].start, sentence[span.end - 1].end
+                entities.append({"text": text[start:end], "type": span.type, "start": start, "end": end,
+                                 "score": score})
+    flat_tags = [tag for sentence_tagged in tagged for tag in sentence_tagged.tags]
     return {
         **align_data({"input": [t.text for t in tokens], "output": flat_tags}),
         "tokens": [{"text": t.text, "start": t.start, "end": t.end} for t in tokens],
@@ -128,14 +139,14 @@ def get_model_api(model_dir: str | Path | None = None, backend: str | None = Non
     backend = backend or environment["NER_BACKEND"]
     tagger = load_tagger(directory, backend)
 
-    def model_api(texts: list[str]) -> list[dict[str, Any]]:
+    def model_api(texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]:
         tokenized = [tokenize(text) for text in texts]
         # Every sentence of every text in one call: the tagger pads them in
         # batches of similar length.
         sentences = [[t.text for t in sentence] for text_sentences in tokenized for sentence in text_sentences]
-        tags = iter(tagger.tag(sentences) if sentences else [])
+        tagged = iter(tagger.tag_scored(sentences) if sentences else [])
         return [
-            annotate(text, text_sentences, [next(tags) for _ in text_sentences])
+            annotate(text, text_sentences, [next(tagged) for _ in text_sentences], min_score)
             for text, text_sentences in zip(texts, tokenized, strict=True)
         ]
 

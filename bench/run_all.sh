@@ -28,6 +28,8 @@ set -x
 "$PYTHON" bench/model_speed.py $speed --json bench/results/model_speed.json
 "$PYTHON" bench/batch_profile.py $profile --json bench/results/batch_profile.json
 "$PYTHON" bench/ensemble_cost.py $profile
+"$PYTHON" bench/score_cost.py $profile
+"$PYTHON" bench/calibration.py
 "$PYTHON" bench/cold_start.py $cold
 "$PYTHON" bench/memory.py $memory
 "$PYTHON" bench/load.py $load

@@ -16,9 +16,12 @@ and, once exported (python -m model.training.export):
   saved_model/       the TensorFlow SavedModel, for TensorFlow Serving
   parity.json        the ONNX runtime against TensorFlow on dev and test
   meta.json          what /api/model reports: name, version, scores, members,
-                     training data and parameters
+                     training data, parameters and the score temperature
   metrics.json       dev and test scores (python -m model.training.evaluate)
-  caseless/          optional: a model directory of its own, networks trained
+and, once calibrated (python -m model.training.calibration):
+  calibration.json   the temperature of the entity scores and what it was fitted on
+and, optionally:
+  caseless/          a model directory of its own, networks trained
                      on recased text, for sentences all in lower or upper case
                      (model.casing)
 """
@@ -42,6 +45,7 @@ ONNX = "tagger.onnx"
 CRF = "crf.npz"
 SAVED_MODEL = "saved_model"
 PARITY = "parity.json"
+CALIBRATION = "calibration.json"
 META = "meta.json"
 METRICS = "metrics.json"
 CASELESS = "caseless"
@@ -51,8 +55,8 @@ TRAINED_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, TRAINING)
 # Files the members of an ensemble must have byte for byte the same.
 SHARED_FILES = (VOCAB, WORD_VECTORS)
 # The files that make up the model, hashed into its version (the JSON reports
-# are about the model, not part of it).
-MODEL_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, ONNX, CRF)
+# are about the model, not part of it; calibration.json changes its scores).
+MODEL_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, ONNX, CRF, CALIBRATION)
 
 
 def join(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -92,6 +96,12 @@ def version(directory: Path) -> str:
             digest.update(name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def temperature(directory: Path) -> float:
+    """What the entity scores' CRF is divided by (model.marginals.EntityScorer);
+    1, the scores as trained, without calibration.json."""
+    return float(read_json(directory, CALIBRATION).get("temperature", 1.0))
 
 
 def read_json(directory: Path, name: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The lean serving runtime: ONNX Runtime for the emissions, numpy for Viterbi.
+"""The lean serving runtime: ONNX Runtime for the emissions, numpy for Viterbi
+and the entity scores (model.marginals).
 
 Imports neither TensorFlow nor Keras, so a web worker stays small and starts
 fast. Reads the model directory that `python -m model.training.export` completes with
@@ -13,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model import files
+from model.marginals import EntityScorer, ScoredTags
 from model.vocab import Vocab, decode_in_batches
 
 
@@ -51,6 +53,8 @@ class OnnxTagger:
         self.word_vectors = np.load(directory / files.WORD_VECTORS, mmap_mode="r")
         with np.load(directory / files.CRF) as crf:
             self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
+        self.scorer = EntityScorer(self.vocab.tags, self.transitions, self.start, self.end,
+                                   files.temperature(directory))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -73,7 +77,19 @@ class OnnxTagger:
         paths = decode_in_batches(sentences, self.batch_size, self._decode)
         return [[self.vocab.tags[t] for t in path] for path in paths]
 
+    def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
+        """The tags, and the probability of each entity they hold (model.marginals)."""
+        return decode_in_batches(sentences, self.batch_size, self._decode_scored, ScoredTags.empty)
+
     def _decode(self, batch: list[list[str]]) -> list[list[int]]:
-        lengths = np.array([len(s) for s in batch])
-        paths = viterbi(self.emissions(batch), lengths, self.transitions, self.start, self.end)
+        return self._paths(self.emissions(batch), np.array([len(s) for s in batch]))
+
+    def _decode_scored(self, batch: list[list[str]]) -> list[ScoredTags]:
+        emissions, lengths = self.emissions(batch), np.array([len(s) for s in batch])
+        paths = self._paths(emissions, lengths)
+        scores = self.scorer.score(emissions, lengths, paths)
+        return [ScoredTags([self.vocab.tags[t] for t in path], s) for path, s in zip(paths, scores, strict=True)]
+
+    def _paths(self, emissions: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+        paths = viterbi(emissions, lengths, self.transitions, self.start, self.end)
         return [path[:length].tolist() for path, length in zip(paths, lengths, strict=True)]

@@ -10,8 +10,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+Decoded = TypeVar("Decoded")
 
 PAD, UNK = "<pad>", "<unk>"
 # Words longer than this are cut for the character features: a 100k-character
@@ -121,11 +124,12 @@ def _tag_order(tag: str) -> tuple[str, str]:
 
 
 def decode_in_batches(
-    sentences: list[list[str]], batch_size: int, decode: Callable[[list[list[str]]], list[list[int]]]
-) -> list[list[int]]:
-    """Tag ids for each sentence, decoding non-empty sentences in batches of
-    similar length; an empty sentence gets no tags."""
-    paths: list[list[int]] = [[] for _ in sentences]
+    sentences: list[list[str]], batch_size: int, decode: Callable[[list[list[str]]], list[Decoded]],
+    empty: Callable[[], Decoded] = list,
+) -> list[Decoded]:
+    """What `decode` gives for each sentence (its tag ids), decoding non-empty
+    sentences in batches of similar length; an empty sentence gets `empty()`."""
+    paths: list[Decoded] = [empty() for _ in sentences]
     nonempty = [i for i, s in enumerate(sentences) if s]
     for positions in batches_by_length([sentences[i] for i in nonempty], batch_size):
         indices = [nonempty[p] for p in positions]

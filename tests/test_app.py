@@ -30,6 +30,13 @@ PARIS = {
     "tags": ["O", "O", "B-LOC"],
     "entities": [{"text": "Paris", "type": "LOC", "start": 7, "end": 12}],
 }
+
+
+def without_scores(result: dict) -> dict:
+    """The result with each entity's score checked to be a probability, then removed."""
+    for entity in result["entities"]:
+        assert 0 <= entity.pop("score") <= 1
+    return result
 EMPTY = {"input": "", "output": "", "tokens": [], "tags": [], "entities": []}
 
 
@@ -75,23 +82,24 @@ def test_api_model_describes_the_model(client, app):
     assert info["version"] == files.version(directory) and info["backend"] == app.config["NER_BACKEND"]
     assert info["members"] == files.count_members(directory)
     assert info["config"] == files.read_json(directory, files.CONFIG)
+    assert info["temperature"] == files.temperature(directory)
     assert {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"} == set(info["tags"])
     assert info["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
 
 
 def test_post_a_json_string_as_the_original_api_did(client):
     response = client.post("/api", data=json.dumps("I love Paris"), content_type="application/json")
-    assert response.status_code == 200 and response.get_json() == PARIS
+    assert response.status_code == 200 and without_scores(response.get_json()) == PARIS
 
 
 def test_post_an_object_with_text(client):
-    assert client.post("/api", json={"text": "I love Paris"}).get_json() == PARIS
+    assert without_scores(client.post("/api", json={"text": "I love Paris"}).get_json()) == PARIS
 
 
 def test_post_texts_answers_results_in_order(client):
     response = client.post("/api", json={"texts": ["I love Paris", "", "Angela Merkel visited Washington."]})
     results = response.get_json()["results"]
-    assert results[:2] == [PARIS, EMPTY]
+    assert [without_scores(r) for r in results[:2]] == [PARIS, EMPTY]
     assert {(e["text"], e["type"]) for e in results[2]["entities"]} >= {("Angela Merkel", "PER"), ("Washington", "LOC")}
     assert client.post("/api", json={"texts": []}).get_json() == {"results": []}
 
@@ -99,7 +107,34 @@ def test_post_texts_answers_results_in_order(client):
 def test_the_content_type_is_not_required(client):
     # A plain `curl -d '"I love Paris"'` sends application/x-www-form-urlencoded.
     response = client.post("/api", data=b'"I love Paris"', content_type="application/x-www-form-urlencoded")
-    assert response.get_json() == PARIS
+    assert without_scores(response.get_json()) == PARIS
+
+
+def test_min_score_drops_the_entities_scored_below_it(client):
+    text = "Angela Merkel visited Washington."
+    entities = client.post("/api", json={"text": text}).get_json()["entities"]
+    threshold = max(e["score"] for e in entities)
+    kept = client.post("/api", json={"text": text, "min_score": threshold}).get_json()["entities"]
+    assert kept == [e for e in entities if e["score"] >= threshold] and len(kept) < len(entities)
+    batch = client.post("/api", json={"texts": [text], "min_score": 1}).get_json()["results"]
+    assert batch[0]["entities"] == [e for e in entities if e["score"] >= 1]
+    assert client.post("/api", json={"text": text, "min_score": 0}).get_json()["entities"] == entities
+
+
+@pytest.mark.parametrize(
+    ("min_score", "code"),
+    [("0.5", "invalid_type"), (True, "invalid_type"), (None, "invalid_type"), ([0.5], "invalid_type"),
+     (-0.1, "invalid_value"), (1.5, "invalid_value")],
+)
+def test_a_bad_min_score_is_400_naming_it(client, min_score, code):
+    response = client.post("/api", json={"text": "I love Paris", "min_score": min_score})
+    error = error_of(response)
+    assert response.status_code == 400 and error["code"] == code and error["message"].startswith("'min_score'")
+
+
+def test_a_nan_min_score_is_400(client):
+    response = client.post("/api", data=b'{"text": "I love Paris", "min_score": NaN}', content_type="application/json")
+    assert response.status_code == 400 and error_of(response)["code"] == "invalid_value"
 
 
 def test_any_unicode_goes_through(client):
@@ -194,7 +229,7 @@ def test_an_unknown_path_is_404(client):
 
 
 def test_an_internal_error_is_500_without_details(client, app, monkeypatch, caplog):
-    def broken(texts):
+    def broken(texts, min_score):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(model_loader(app), "api", broken)
@@ -218,9 +253,9 @@ def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
         release.wait(30)
         api = real_model_api(model_dir, backend)
 
-        def recording_api(texts):
+        def recording_api(texts, min_score=0.0):
             warmed_up.append(texts)
-            return api(texts)
+            return api(texts, min_score)
 
         recording_api.info = api.info
         return recording_api
@@ -236,7 +271,7 @@ def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
     release.set()
     poll(lambda: client.get("/readyz").status_code == 200, 60, "/readyz answering 200")
     assert warmed_up, "ready before a warm-up prediction"
-    assert client.post("/api", json="I love Paris").get_json() == PARIS
+    assert without_scores(client.post("/api", json="I love Paris").get_json()) == PARIS
 
 
 def wait_for_the_failed_load(client) -> None:

@@ -107,6 +107,21 @@ def test_the_page_from_another_origin_shows_entities(page, static_site, server):
     expect(page.locator("#error")).to_have_text("")
 
 
+def test_the_page_shows_each_entitys_score(page, server):
+    text = "Angela Merkel visited Washington."
+    _, result = post_json(server.url + "/api", text)
+    page.goto(server.url + "/client")
+    find_entities(page, text)
+    marks = page.locator("mark")
+    expect(marks).to_have_count(len(result["entities"]))
+    for i, entity in enumerate(result["entities"]):
+        score = f"{entity['score']:.2f}"
+        expect(marks.nth(i)).to_have_attribute("data-score", score)  # shown after the type, by CSS
+        expect(marks.nth(i)).to_have_attribute("title", f"{entity['type']}, probability {score}")
+    label = marks.first.evaluate("mark => getComputedStyle(mark, '::after').content")
+    assert label == f'" {result["entities"][0]["type"]} {result["entities"][0]["score"]:.2f}"'
+
+
 def test_the_tags_line_up_under_their_tokens(page, server):
     text = "Angela Merkel visited Washington ."
     page.goto(server.url + "/client")

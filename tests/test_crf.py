@@ -1,4 +1,5 @@
-"""The CRF's likelihood and both Viterbi decoders against brute-force enumeration."""
+"""The CRF's likelihood and both Viterbi decoders against brute-force enumeration;
+TensorFlow's forward-backward against numpy's (model.marginals)."""
 
 import itertools
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from model import marginals
 from model.runtime import viterbi
-from model.training.crf import log_partition, sequence_score, viterbi_decode
+from model.training.crf import forward_backward, log_partition, sequence_score, viterbi_decode
 
 pytestmark = pytest.mark.tensorflow
 
@@ -72,3 +74,29 @@ def test_viterbi_on_a_single_word_batch():
     traced = tf.function(viterbi_decode)  # as the TensorFlow backend runs it
     assert traced(tf.constant(one_word), tf.constant(lengths), transitions, start, end).numpy().tolist() == expected
     assert viterbi(one_word, lengths, transitions, start, end).tolist() == expected
+
+
+def random_crf64(seed: int):
+    """As random_crf, peaked as a trained CRF is, in float64 as the scores are taken."""
+    emissions, lengths, *crf = random_crf(seed)
+    return (5.0 * np.float64(emissions), lengths, *(5.0 * np.float64(a) for a in crf))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tensorflow_forward_backward_matches_numpy(seed):
+    emissions, lengths, transitions, start, end = random_crf64(seed)
+    numpy_result = marginals.forward_backward(emissions, lengths, transitions, start, end)
+    traced = tf.function(forward_backward)  # as the TensorFlow backend runs it
+    tensorflow_result = traced(tf.constant(emissions), tf.constant(lengths), transitions, start, end)
+    inside = np.arange(lengths.max())[None] < lengths[:, None]
+    for got, want in zip(tensorflow_result[:2], numpy_result[:2], strict=True):
+        np.testing.assert_allclose(got.numpy()[inside], want[inside], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(tensorflow_result[2].numpy(), numpy_result[2], rtol=1e-9)
+
+
+def test_tensorflow_forward_backward_on_a_single_word_batch():
+    emissions, lengths, transitions, start, end = random_crf64(7)
+    one_word, ones = emissions[:, :1], np.ones_like(lengths)
+    _, beta, log_z = tf.function(forward_backward)(tf.constant(one_word), tf.constant(ones), transitions, start, end)
+    np.testing.assert_allclose(beta.numpy()[:, 0], np.broadcast_to(end, (len(lengths), NUM_TAGS)))
+    np.testing.assert_allclose(log_z.numpy(), np.logaddexp.reduce(one_word[:, 0] + start + end, axis=1))

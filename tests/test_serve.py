@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
 import serve
+from model.marginals import ScoredTags
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 from serve import Token, align_data, annotate, tokenize
 
@@ -95,13 +97,14 @@ def test_entities_have_character_offsets_into_the_original_text():
     sentences = tokenize(text)
     assert len(sentences) == 2
     tags = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["I-PER", "O", "O"]]
-    result = annotate(text, sentences, tags)
+    scores = [np.array([0.9, np.nan, np.nan, 0.25, np.nan]), np.array([0.5, np.nan, np.nan])]
+    result = annotate(text, sentences, [ScoredTags(t, s) for t, s in zip(tags, scores, strict=True)])
     assert result["entities"] == [
-        {"text": "Angela   Merkel", "type": "PER", "start": 2, "end": 17},
-        {"text": "New-York", "type": "LOC", "start": 27, "end": 35},
+        {"text": "Angela   Merkel", "type": "PER", "start": 2, "end": 17, "score": 0.9},
+        {"text": "New-York", "type": "LOC", "start": 27, "end": 35, "score": 0.25},
         # An I- tag opening a sentence starts an entity (conlleval), which never
         # reaches back into the sentence before.
-        {"text": "Smith", "type": "PER", "start": 38, "end": 43},
+        {"text": "Smith", "type": "PER", "start": 38, "end": 43, "score": 0.5},
     ]
     assert result["tags"] == [tag for sentence in tags for tag in sentence]
     assert result["input"].split() == [t["text"] for t in result["tokens"]]
@@ -114,9 +117,9 @@ class RecordingTagger:
         self.calls: list[list[list[str]]] = []
         self.vocab = type("Vocab", (), {"tags": ["O", "B-LOC", "I-LOC"]})()
 
-    def tag(self, sentences):
+    def tag_scored(self, sentences):
         self.calls.append(sentences)
-        return [["O"] * len(s) for s in sentences]
+        return [ScoredTags(["O"] * len(s), np.full(len(s), np.nan)) for s in sentences]
 
 
 def test_all_sentences_of_all_texts_go_to_the_tagger_in_one_call(monkeypatch, tmp_path):
@@ -167,3 +170,26 @@ def test_entity_offsets_slice_the_input(model_api):
     assert [Token(t["text"], t["start"], t["end"]) for t in result["tokens"]] == [
         t for sentence in tokenize(text) for t in sentence
     ]
+
+
+def test_every_entity_has_a_score_and_min_score_drops_the_lower_ones(model_api):
+    text = "Reuters reported from Paris that Angela Merkel and the U.N. agreed with Zwingmann of Bonn."
+    (result,) = model_api([text])
+    scores = [e["score"] for e in result["entities"]]
+    assert len(scores) >= 4 and all(0 <= s <= 1 for s in scores)
+    threshold = sorted(scores)[len(scores) // 2]
+    (kept,) = model_api([text], min_score=threshold)
+    assert kept["entities"] == [e for e in result["entities"] if e["score"] >= threshold]
+    assert kept["tags"] == result["tags"]  # the decoded tags stay whole
+
+
+@pytest.mark.tensorflow
+def test_both_backends_give_the_same_scores(model_dir):
+    texts = ["Angela Merkel visited Washington.", "Reuters reported from Paris that the U.N. agreed with Bonn.",
+             "Zwingmann of Duesseldorf met Papandreou in Athens on Tuesday."]
+    onnx, tensorflow = (serve.get_model_api(model_dir, backend)(texts) for backend in ("onnx", "tensorflow"))
+    for a, b in zip(onnx, tensorflow, strict=True):
+        assert [(e["start"], e["end"], e["type"]) for e in a["entities"]] == [
+            (e["start"], e["end"], e["type"]) for e in b["entities"]]
+        np.testing.assert_allclose([e["score"] for e in a["entities"]], [e["score"] for e in b["entities"]],
+                                   atol=2e-4)

@@ -15,7 +15,7 @@ from model.runtime import viterbi
 from model.training import artifact, ensemble, glove
 from model.training import export as export_module
 from model.training.data import Sentence
-from model.training.export import export, mean_crf
+from model.training.export import export
 from model.training.train import epoch_sentences, recased_at_random, train
 from model.vocab import Vocab
 
@@ -122,9 +122,10 @@ def test_ensemble_scores_paths_by_the_members_mean(tiny_ensemble):
     combined = load_tagger(root / "ensemble", "tensorflow")
     mean_emissions = np.mean([load_tagger(m, "tensorflow").emissions(sentences) for m in members], axis=0)
     np.testing.assert_allclose(combined.emissions(sentences), mean_emissions, atol=1e-5)
-    crf = mean_crf([w for m in members for w in files.read_weights(m)])
+    weights = [w for m in members for w in files.read_weights(m)]
+    transitions, start, end = (np.mean([w[name] for w in weights], axis=0) for name in ("transitions", "start", "end"))
     lengths = np.array([len(s) for s in sentences])
-    paths = viterbi(mean_emissions, lengths, crf["transitions"], crf["start"], crf["end"])
+    paths = viterbi(mean_emissions, lengths, transitions, start, end)
     vocab = Vocab.load(root / "ensemble" / "vocab.json")
     expected = [[vocab.tags[t] for t in path[:n]] for path, n in zip(paths, lengths, strict=True)]
     assert combined.tag(sentences) == expected
@@ -202,6 +203,7 @@ def test_the_export_describes_the_model_in_meta_json(tiny_ensemble):
     assert meta["config"] == files.read_json(root / "ensemble", files.CONFIG)
     assert meta["training_data"] == [{"dir": str(root / "data"), "files": ["train.txt"], "sentences": 32}]
     assert meta["dev_f1"] is None  # not evaluated yet
+    assert meta["temperature"] == 1.0  # not calibrated
 
 
 def run_main(module, monkeypatch, *args: str) -> None:

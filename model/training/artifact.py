@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from model import files
 from model.config import Config
+from model.marginals import EntityScorer, ScoredTags
+from model.training import crf
 from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
 from model.vocab import Vocab, decode_in_batches
 
@@ -73,10 +75,18 @@ class TensorFlowTagger:
         self.tagger = Ensemble(members)
         self.batch_size = batch_size
         self._decode_ids = tf.function(self._decode_ids, input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
+        self._emissions_and_paths = tf.function(self._emissions_and_paths,
+                                                input_signature=[*INPUT_SIGNATURE, LENGTHS_SPEC])
+        transitions, start, end = (t.numpy() for t in self.tagger.mean_crf())
+        self.scorer = EntityScorer(self.vocab.tags, transitions, start, end, files.temperature(Path(directory)))
 
     def _decode_ids(self, word_ids, char_ids, casing_ids, lengths):
         emissions = self.tagger(word_ids, char_ids, casing_ids)
         return self.tagger.decode(emissions, lengths)
+
+    def _emissions_and_paths(self, word_ids, char_ids, casing_ids, lengths):
+        emissions = self.tagger(word_ids, char_ids, casing_ids)
+        return emissions, self.tagger.decode(emissions, lengths)
 
     def emissions(self, sentences: list[list[str]]) -> np.ndarray:
         batch = self.vocab.encode(sentences)
@@ -86,7 +96,31 @@ class TensorFlowTagger:
         paths = decode_in_batches(sentences, self.batch_size, self._decode)
         return [[self.vocab.tags[t] for t in path] for path in paths]
 
+    def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
+        """The tags, and each entity's probability from TensorFlow's forward-backward."""
+        return decode_in_batches(sentences, self.batch_size, self._decode_scored, ScoredTags.empty)
+
+    def _decode_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
+        batch = self.vocab.encode(sentences)
+        emissions, paths = self._emissions_and_paths(batch.word_ids, batch.char_ids, batch.casing_ids, batch.lengths)
+        paths = [path[:length].tolist() for path, length in zip(paths.numpy(), batch.lengths, strict=True)]
+        scores = self.scorer.score(emissions.numpy(), batch.lengths, paths, _tensorflow_forward_backward)
+        return [ScoredTags([self.vocab.tags[t] for t in path], s) for path, s in zip(paths, scores, strict=True)]
+
     def _decode(self, sentences: list[list[str]]) -> list[list[int]]:
         batch = self.vocab.encode(sentences)
         paths = self._decode_ids(batch.word_ids, batch.char_ids, batch.casing_ids, batch.lengths).numpy()
         return [path[:length].tolist() for path, length in zip(paths, batch.lengths, strict=True)]
+
+
+@tf.function(reduce_retracing=True)
+def _traced_forward_backward(emissions, lengths, transitions, start, end):
+    return crf.forward_backward(emissions, lengths, transitions, start, end)
+
+
+def _tensorflow_forward_backward(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
+                                 start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
+    """model.training.crf.forward_backward in float64, as model.marginals.ForwardBackward."""
+    tensors = [tf.constant(np.asarray(a, np.float64)) for a in (emissions, transitions, start, end)]
+    alpha, beta, log_z = _traced_forward_backward(tensors[0], tf.constant(lengths, tf.int32), *tensors[1:])
+    return alpha.numpy(), beta.numpy(), log_z.numpy()

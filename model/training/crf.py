@@ -101,3 +101,29 @@ def viterbi_decode(emissions, lengths, transitions, start, end) -> tf.Tensor:
     earlier = tf.scan(back, backpointers, initializer=last_tag, reverse=True)
     path = tf.concat([tf.transpose(earlier, [1, 0]), last_tag[:, None]], axis=1)
     return tf.where(mask, path, tf.zeros_like(path))[:, :-1]
+
+
+def forward_backward(emissions, lengths, transitions, start, end) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """alpha and beta [batch, time, tags] and log Z [batch], as model.marginals
+    computes them in numpy (the reference of the lean runtime's scores)."""
+    alpha = _forward(emissions, transitions, start)
+    # The backward pass is the forward pass over each sentence reversed, with
+    # transposed transitions and the end scores as start.
+    reversed_emissions = tf.reverse_sequence(emissions, lengths, seq_axis=1, batch_axis=0)
+    beta = tf.reverse_sequence(_forward(reversed_emissions, tf.transpose(transitions), end), lengths,
+                               seq_axis=1, batch_axis=0) - emissions
+    last = tf.gather(alpha, lengths - 1, axis=1, batch_dims=1)
+    return alpha, beta, tf.reduce_logsumexp(last + end[None], axis=1)
+
+
+def _forward(emissions, transitions, start) -> tf.Tensor:
+    """alpha[b, t, j] of every step; past a sequence's length it means nothing."""
+    # One padding step at the end, cut off again below, as in viterbi_decode.
+    padded = tf.pad(emissions, [[0, 0], [0, 1], [0, 0]])
+
+    def step(alpha, emission):
+        return tf.reduce_logsumexp(alpha[:, :, None] + transitions[None], axis=1) + emission
+
+    first = start[None] + padded[:, 0]
+    later = tf.scan(step, tf.transpose(padded[:, 1:], [1, 0, 2]), initializer=first)
+    return tf.transpose(tf.concat([first[None], later], axis=0), [1, 0, 2])[:, :-1]

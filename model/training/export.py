@@ -4,8 +4,9 @@ Writes, beside the Keras weights:
   tagger.onnx    the emission network as an ONNX graph built from the weights
                  (ONNX's own bidirectional LSTM op; for an ensemble, every
                  member's and their mean), for the lean runtime
-  crf.npz        the CRF transition scores (the members' mean), for Viterbi
-                 decoding in numpy
+  crf.npz        the CRF transition scores (the members' mean, as TensorFlow
+                 decodes with them), for Viterbi decoding and the entity
+                 scores in numpy
   saved_model/   a TensorFlow SavedModel with a `serving_default` signature
                  (ids in, emissions and best tag ids out) for TensorFlow Serving
   parity.json    the check, on dev and test, that the ONNX runtime gives the
@@ -14,7 +15,7 @@ Writes, beside the Keras weights:
 Parity is a gate: the command builds the export in a new directory and puts it
 in place of the model only when the check passes; otherwise it exits non-zero
 and the model is left as it was. Building the ONNX graph needs numpy and onnx
-only; TensorFlow is imported for the SavedModel and the parity check.
+only; TensorFlow is imported for the CRF, the SavedModel and the parity check.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -34,6 +36,9 @@ from model import files
 from model.runtime import OnnxTagger
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.vocab import batches_by_length
+
+if TYPE_CHECKING:  # the network imports TensorFlow; the export does only when it needs it
+    from model.training.network import Ensemble
 
 OPSET = 18
 IR_VERSION = 10  # the newest that onnxruntime 1.31 loads
@@ -168,16 +173,14 @@ def build_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
     return model
 
 
-def export_saved_model(directory: Path) -> None:
+def export_saved_model(directory: Path, tagger: Ensemble) -> None:
     """A SavedModel for TensorFlow Serving: padded ids in, emissions and the
     Viterbi tag ids out."""
     import tensorflow as tf
 
-    from model.training.artifact import load
-    from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble
+    from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC
 
-    members, _, _ = load(directory)
-    tagger = Ensemble(members)
+    members = tagger.members
 
     class Serving(tf.Module):
         def __init__(self):
@@ -197,14 +200,9 @@ def export_saved_model(directory: Path) -> None:
     tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
 
 
-def mean_crf(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The members' mean transition, start and end scores: with the mean
-    emissions, the one CRF that scores a path by the mean of the members' scores."""
-    return {name: np.mean([m[name] for m in members], axis=0) for name in ("transitions", "start", "end")}
-
-
-def write_crf(directory: Path, members: list[dict[str, np.ndarray]]) -> None:
-    np.savez(directory / files.CRF, **mean_crf(members))
+def write_crf(directory: Path, tagger: Ensemble) -> None:
+    transitions, start, end = (t.numpy() for t in tagger.mean_crf())
+    np.savez(directory / files.CRF, transitions=transitions, start=start, end=end)
 
 
 def check_parity(directory: Path, data_dir: Path) -> dict:
@@ -238,7 +236,8 @@ def parity_holds(report: dict) -> bool:
 
 def write_meta(directory: Path) -> None:
     """meta.json, from the model's files: what /api/model reports. Rewritten by
-    the export and by each evaluation (model.training.evaluate), which adds scores."""
+    the export, by each evaluation (model.training.evaluate), which adds scores,
+    and by the calibration (model.training.calibration)."""
     metrics = files.read_json(directory, files.METRICS)
     training = files.read_json(directory, files.TRAINING)
     # Networks trained before training.json recorded their data say nothing of it.
@@ -251,6 +250,7 @@ def write_meta(directory: Path) -> None:
         "test_f1": metrics.get("test", {}).get("f1"),
         "training_data": [d for i, d in enumerate(data) if d not in data[:i]] or None,
         "config": files.read_json(directory, files.CONFIG),
+        "temperature": files.temperature(directory),
     })
 
 
@@ -259,11 +259,14 @@ def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR, saved_mode
     parity on data_dir's dev and test sets unless data_dir is None, and raise
     ParityError if it fails (parity.json says where). Use `staged` to keep the
     previous export until the new one passed."""
-    members = files.read_weights(directory)
-    onnx.save(build_onnx(members), directory / files.ONNX)
-    write_crf(directory, members)
+    from model.training.artifact import load
+    from model.training.network import Ensemble
+
+    onnx.save(build_onnx(files.read_weights(directory)), directory / files.ONNX)
+    tagger = Ensemble(load(directory)[0])
+    write_crf(directory, tagger)
     if saved_model:
-        export_saved_model(directory)
+        export_saved_model(directory, tagger)
     report = None
     if data_dir is not None:
         report = check_parity(directory, data_dir)

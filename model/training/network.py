@@ -98,9 +98,13 @@ class Ensemble:
 
     def decode(self, emissions, lengths):
         """The best tag path of each sentence under the mean CRF scores."""
+        return viterbi_decode(emissions, lengths, *self.mean_crf())
+
+    def mean_crf(self):
+        """The members' mean transition, start and end scores."""
         crfs = [m.crf for m in self.members]
-        return viterbi_decode(emissions, lengths, self._mean([c.transitions for c in crfs]),
-                              self._mean([c.start for c in crfs]), self._mean([c.end for c in crfs]))
+        return (self._mean([c.transitions for c in crfs]), self._mean([c.start for c in crfs]),
+                self._mean([c.end for c in crfs]))
 
     def _mean(self, tensors):
         return tf.add_n(tensors) / len(tensors)
