@@ -30,7 +30,7 @@ from model import files
 from model.marginals import EntityScorer
 from model.runtime import OnnxTagger, viterbi
 from model.tags import entity_spans
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from model.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
 from model.training.export import write_meta
 from model.vocab import batches_by_length
 
@@ -72,9 +72,11 @@ def fit_temperature(nll_at: Callable[[float], float], low: float = 0.25, high: f
     return math.exp((a + b) / 2)
 
 
-def fit(model: Path, data_file: Path) -> dict:
-    """Fit the temperature of `model` on a CoNLL file; what calibration.json holds."""
-    sentences = read_conll(data_file)
+def fit(model: Path, data_file: Path, cases: tuple[str, ...] = ("as_written",)) -> dict:
+    """Fit the temperature of `model` on a CoNLL file, its sentences written in
+    each of `cases` (a caseless model sees only lower and upper case text);
+    what calibration.json holds."""
+    sentences = [Sentence(recase(s.words, case), s.tags) for case in cases for s in read_conll(data_file)]
     tagger = OnnxTagger(model)
     # The network runs once; only the CRF's marginals change with T.
     batches = []
@@ -100,7 +102,8 @@ def fit(model: Path, data_file: Path) -> dict:
     return {
         "temperature": round(temperature, 4),
         "fitted_on": {
-            "model": str(model), "data": f"{data_file.parent.name}/{data_file.name}", "entities": len(correct),
+            "model": str(model), "data": f"{data_file.parent.name}/{data_file.name}", "cases": list(cases),
+            "entities": len(correct),
             "accuracy": round(float(correct.mean()), 4),
             "nll": {"at_1": round(negative_log_likelihood(before, correct), 4),
                     "fitted": round(negative_log_likelihood(after, correct), 4)},
@@ -118,8 +121,10 @@ def main() -> None:
     # Never the test set: its figures must stay a fair check (bench/calibration.py).
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR / "valid.txt",
                         help="CoNLL file the --fit-on model was not trained on")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=["as_written"],
+                        help="how the sentences are written: as in the file, lowercased, uppercased")
     args = parser.parse_args()
-    calibration = fit(args.fit_on, args.data)
+    calibration = fit(args.fit_on, args.data, tuple(args.cases))
     files.write_json(args.write_to, files.CALIBRATION, calibration)
     # The temperature changes the model's version and what /api/model reports.
     write_meta(args.write_to)
