@@ -90,7 +90,7 @@ def count_members(directory: Path) -> int:
 def version(directory: Path) -> str:
     """A hash of the model's files: it changes whenever the model's answers may."""
     digest = hashlib.sha256()
-    for name in MODEL_FILES:
+    for name in [*MODEL_FILES, *(f"{CASELESS}/{name}" for name in MODEL_FILES)]:
         path = directory / name
         if path.exists():
             digest.update(name.encode())

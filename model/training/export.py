@@ -242,15 +242,25 @@ def write_meta(directory: Path) -> None:
     training = files.read_json(directory, files.TRAINING)
     # Networks trained before training.json recorded their data say nothing of it.
     data = [m["data"] for m in training.get("members", [training]) if "data" in m]
+    caseless = directory / files.CASELESS
     files.write_json(directory, files.META, {
         "name": NAME,
         "version": files.version(directory),
         "members": files.count_members(directory),
         "dev_f1": metrics.get("dev", {}).get("f1"),
         "test_f1": metrics.get("test", {}).get("f1"),
+        # Every split and case scored: "dev", "test_lower", ... (model.training.evaluate --case).
+        "f1_by_split_and_case": {key: figures["f1"] for key, figures in metrics.items()},
         "training_data": [d for i, d in enumerate(data) if d not in data[:i]] or None,
         "config": files.read_json(directory, files.CONFIG),
         "temperature": files.temperature(directory),
+        # The networks for sentences all in lower or upper case (model.casing), if any.
+        "caseless": {
+            "members": files.count_members(caseless),
+            "temperature": files.temperature(caseless),
+            "training_data": files.read_json(caseless, files.META).get("training_data"),
+            "config": files.read_json(caseless, files.CONFIG),
+        } if caseless.is_dir() else None,
     })
 
 
