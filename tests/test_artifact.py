@@ -1,5 +1,6 @@
-"""The committed model: it loads without the data or GloVe, tags well, and
-the lean runtime and the SavedModel agree with TensorFlow."""
+"""The committed model: it loads without the data or GloVe, tags well in every
+case, its scores are what metrics.json says, and the lean runtime and the
+SavedModel agree with TensorFlow, for the cased and the caseless networks."""
 
 import json
 import subprocess
@@ -9,9 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from model import files
 from model.backends import load_tagger
+from model.casing import CaseRouter
+from model.runtime import OnnxTagger
 from model.tags import score
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from model.training.artifact import TensorFlowTagger
+from model.training.data import DEFAULT_DATA_DIR, read_conll, recase
+from model.training.evaluate import metrics_key
 from model.vocab import batches_by_length
 
 pytestmark = pytest.mark.tensorflow
@@ -33,19 +39,50 @@ def dev():
     return read_conll(DEFAULT_DATA_DIR / "valid.txt")
 
 
-def test_dev_f1_of_the_committed_model(reference, dev):
-    predicted = reference.tag([s.words for s in dev])
-    assert score([s.tags for s in dev], predicted).overall.f1 >= 90.0
+def networks(model_dir):
+    """The model's own directory and its caseless one: each is a full model."""
+    return [model_dir, model_dir / files.CASELESS]
+
+
+def test_the_committed_model_routes_caseless_sentences(reference, lean):
+    assert isinstance(reference, CaseRouter) and isinstance(lean, CaseRouter)
+
+
+@pytest.mark.parametrize(("split", "case"), [("valid", "lower"), ("test", "as_written")])
+def test_scores_reproduce_metrics_json(model_dir, lean, split, case):
+    """Re-scoring gives what metrics.json (and the README) report; the model is
+    trained on train + dev, so test is its real measure and dev F1 is no check."""
+    sentences = read_conll(DEFAULT_DATA_DIR / f"{split}.txt")
+    predicted = lean.tag([recase(s.words, case) for s in sentences])
+    f1 = score([s.tags for s in sentences], predicted).overall.f1
+    assert round(f1, 2) == files.read_json(model_dir, files.METRICS)[metrics_key(split, case)]["f1"]
+
+
+def test_lowercased_dev_f1_of_the_committed_model(lean, dev):
+    predicted = lean.tag([recase(s.words, "lower") for s in dev])
+    assert score([s.tags for s in dev], predicted).overall.f1 >= 85.0
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "onnx"])
-def test_obvious_entities(model_dir, backend):
+def test_obvious_entities_in_every_case(model_dir, backend):
     tagger = load_tagger(model_dir, backend)
-    assert tagger.tag([["I", "love", "Paris"]]) == [["O", "O", "B-LOC"]]
-    assert tagger.tag([["Angela", "Merkel", "visited", "Washington"]]) == [["B-PER", "I-PER", "O", "B-LOC"]]
+    assert tagger.tag([
+        ["I", "love", "Paris"],
+        ["Angela", "Merkel", "visited", "Washington"],
+        ["barack", "obama", "was", "born", "in", "hawaii"],
+        ["ANGELA", "MERKEL", "VISITED", "WASHINGTON"],
+    ]) == [
+        ["O", "O", "B-LOC"],
+        ["B-PER", "I-PER", "O", "B-LOC"],
+        ["B-PER", "I-PER", "O", "O", "O", "B-LOC"],
+        ["B-PER", "I-PER", "O", "B-LOC"],
+    ]
 
 
-def test_lean_runtime_matches_tensorflow_on_a_dev_sample(reference, lean, dev):
+@pytest.mark.parametrize("network", [0, 1], ids=["cased", "caseless"])
+def test_lean_runtime_matches_tensorflow_on_a_dev_sample(model_dir, dev, network):
+    directory = networks(model_dir)[network]
+    reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
     sample = [s.words for s in dev[::10]]
     assert lean.tag(sample) == reference.tag(sample)
     for indices in batches_by_length(sample, 64):
@@ -55,15 +92,19 @@ def test_lean_runtime_matches_tensorflow_on_a_dev_sample(reference, lean, dev):
             np.testing.assert_allclose(got[i, : len(sentence)], expected[i, : len(sentence)], atol=1e-4)
 
 
-def test_full_parity_report_of_the_export(model_dir):
-    report = json.loads((model_dir / "parity.json").read_text())
+@pytest.mark.parametrize("network", [0, 1], ids=["cased", "caseless"])
+def test_full_parity_report_of_the_export(model_dir, network):
+    report = json.loads((networks(model_dir)[network] / "parity.json").read_text())
     for split in ("valid", "test"):
         assert report[split]["identical_tags"] == report[split]["sentences"] > 3000
         assert report[split]["max_abs_emission_diff"] < 1e-4
 
 
-def test_saved_model_serving_signature(model_dir, reference):
-    serve = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]
+@pytest.mark.parametrize("network", [0, 1], ids=["cased", "caseless"])
+def test_saved_model_serving_signature(model_dir, network):
+    directory = networks(model_dir)[network]
+    reference = TensorFlowTagger(directory)
+    serve = tf.saved_model.load(str(directory / "saved_model")).signatures["serving_default"]
     sentences = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]]
     batch = reference.vocab.encode(sentences)
     outputs = serve(word_ids=tf.constant(batch.word_ids), char_ids=tf.constant(batch.char_ids),
@@ -73,10 +114,13 @@ def test_saved_model_serving_signature(model_dir, reference):
     np.testing.assert_allclose(outputs["emissions"].numpy()[0], reference.emissions(sentences)[0], atol=1e-5)
 
 
-def test_metrics_hold_dev_and_test_f1(model_dir):
-    metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["dev"]["f1"] >= 90.0
+def test_metrics_and_meta_say_what_the_model_was_trained_on(model_dir):
+    metrics = files.read_json(model_dir, files.METRICS)
+    assert {f"{split}{suffix}" for split in ("dev", "test") for suffix in ("", "_lower", "_upper")} <= set(metrics)
     assert set(metrics["test"]["by_type"]) == {"LOC", "MISC", "ORG", "PER"}
+    meta = files.read_json(model_dir, files.META)
+    for described in (meta, meta["caseless"]):
+        assert [sorted(d["files"]) for d in described["training_data"]] == [["train.txt", "valid.txt"]]
 
 
 def test_lean_runtime_never_imports_tensorflow(model_dir):
