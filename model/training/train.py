@@ -163,7 +163,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
 
     checkpoint = Checkpoint(run_dir / "last")
     best_dir = run_dir / "best"
-    data = {"dir": str(data_dir), "files": ["train.txt", "valid.txt"] if config.train_on_dev else ["train.txt"],
+    data = {"dir": data_dir.resolve().name, "files": ["train.txt", "valid.txt"] if config.train_on_dev else ["train.txt"],
             "sentences": len(train_set)}
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "lr_decays": [], "data": data, "history": []}
     if checkpoint.exists():
