@@ -79,7 +79,7 @@ CALIBRATION_CASED ?= .cache/previous_crf
 CALIBRATION_CASELESS ?= runs/caseA/out
 .cache/previous_crf:
 	mkdir -p $@ && git archive 8136946 results/crf | tar -x -C $@ --strip-components=2
-runs/caseA/out: glove
+runs/caseA/out: | glove
 	$(BIN)/python -m model.training.train --seed 42 --run-dir runs/caseA
 
 calibrate: train-install $(CALIBRATION_CASED) $(CALIBRATION_CASELESS)
