@@ -6,6 +6,8 @@ texts in one call. No Flask here: app.py does the HTTP.
 
 from __future__ import annotations
 
+import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,8 +18,14 @@ import settings
 from model import files
 from model.backends import load_tagger
 from model.tags import entity_spans
+from model.windows import cut, stitch, windows
 
 DEFAULT_MODEL_DIR = settings.defaults()["NER_MODEL_DIR"]
+
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc (macOS, musl)
+    _LIBC = None
 
 # syntok splits some words that CoNLL-2003 keeps whole; the model was trained on
 # CoNLL tokens, so tokenize() joins them back (see _joins_previous).
@@ -26,7 +34,7 @@ _APOSTROPHES = "'\u2019"
 _CLITICS = frozenset({"'s", "'re", "'ve", "'ll", "'d", "'m"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a heavy request makes 500,000 of them
 class Token:
     text: str
     start: int  # character offset into the input
@@ -118,6 +126,29 @@ def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]
     }
 
 
+def tag_sentences(tag: Callable[[list[list[str]]], list[list[str]]], sentences: list[list[str]]) -> list[list[str]]:
+    """The tags of every sentence of every text, in one call of a tagger's `tag`:
+    the tagger pads them in batches of similar size. Over-long sentences are tagged in
+    windows (model.windows), so that no sequence is longer than the network
+    handles well and a call's cost follows the text's size."""
+    parts = windows([len(s) for s in sentences])
+    pieces = cut(sentences, parts)
+    return stitch(parts, tag(pieces) if pieces else [], len(sentences))
+
+
+def give_back_memory() -> None:
+    """Hand the pages that malloc keeps after a big request back to the system.
+
+    glibc keeps freed memory in its heap for reuse, so without this a worker
+    would stay at the peak of its largest request (BENCHMARKS.md, "Heavy
+    requests and slow clients"). Not worth it after a small request: the next
+    one faults the pages back in, which cost a short request ~15% of its time.
+    Elsewhere than glibc, nothing to do.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def get_model_api(model_dir: str | Path | None = None, backend: str | None = None) -> ModelApi:
     """Load the model once and return `model_api(texts) -> [result, ...]`.
 
@@ -130,10 +161,8 @@ def get_model_api(model_dir: str | Path | None = None, backend: str | None = Non
 
     def model_api(texts: list[str]) -> list[dict[str, Any]]:
         tokenized = [tokenize(text) for text in texts]
-        # Every sentence of every text in one call: the tagger pads them in
-        # batches of similar length.
         sentences = [[t.text for t in sentence] for text_sentences in tokenized for sentence in text_sentences]
-        tags = iter(tagger.tag(sentences) if sentences else [])
+        tags = iter(tag_sentences(tagger.tag, sentences))
         return [
             annotate(text, text_sentences, [next(tags) for _ in text_sentences])
             for text, text_sentences in zip(texts, tokenized, strict=True)

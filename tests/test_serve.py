@@ -167,3 +167,16 @@ def test_entity_offsets_slice_the_input(model_api):
     assert [Token(t["text"], t["start"], t["end"]) for t in result["tokens"]] == [
         t for sentence in tokenize(text) for t in sentence
     ]
+
+
+def test_a_sentence_too_long_for_one_window_keeps_its_entities_near_the_cuts(model_api):
+    # One comma list of thousands of tokens is tagged in windows. An item of 9
+    # tokens, while windows keep 224 tokens each: the cuts fall at every place
+    # in the item, inside the names too, and each item is tagged as it is alone.
+    item = "Angela Merkel , Paris , New York City , "
+    alone = model_api([item])[0]
+    assert len(alone["tokens"]) == 9 and len(alone["entities"]) == 3
+    result = model_api([item * 400])[0]
+    assert len(result["tokens"]) == 3600
+    assert result["tags"] == alone["tags"] * 400
+    assert len(result["entities"]) == 3 * 400
