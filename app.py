@@ -16,7 +16,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request, send_file
 from flask_cors import CORS
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 import serve
 import settings
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent
 WARM_UP_TEXT = "Angela Merkel visited Washington."
+# After a request of more text than this, the worker hands the memory it freed
+# back to the system (serve.give_back_memory).
+GIVE_BACK_AFTER_CHARS = 10_000
 
 
 def flask_config() -> dict[str, Any]:
@@ -38,9 +42,10 @@ def flask_config() -> dict[str, Any]:
 class ApiError(Exception):
     """An error answered as JSON {"error": {"code", "message"}} with `status`."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after_s = retry_after_s  # a Retry-After header, for a failure that passes
 
 
 class ModelLoader:
@@ -56,12 +61,15 @@ class ModelLoader:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()  # set when loading ends, ready or failed
+        self._on_failure: Callable[[], None] | None = None
         self.api: serve.ModelApi | None = None
-        self.failed = False
+        self.failure: str | None = None  # why the model failed to load
 
-    def start(self) -> None:
+    def start(self, on_failure: Callable[[], None] | None = None) -> None:
+        """Start loading, once; `on_failure` is called in the loader thread if it fails."""
         with self._lock:
             if self._thread is None:
+                self._on_failure = on_failure
                 self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
                 self._thread.start()
 
@@ -69,14 +77,20 @@ class ModelLoader:
         try:
             api = self._load()
             api([WARM_UP_TEXT])  # the first prediction pays for lazy initialisation
-        except Exception:
+        except Exception as error:
             log.exception("the model failed to load")
-            self.failed = True
+            self.failure = f"the model failed to load: {type(error).__name__}"
+            self._done.set()
+            if self._on_failure is not None:
+                self._on_failure()
         else:
             self.api = api
             log.info("model ready: %s", api.info["version"])
-        finally:
             self._done.set()
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
 
     @property
     def ready(self) -> bool:
@@ -86,10 +100,12 @@ class ModelLoader:
         """The loaded model; ApiError 503 if it failed to load, or is not ready
         within `timeout` seconds."""
         self.start()
-        if self._done.wait(timeout) and not self.failed:
+        if self._done.wait(timeout) and self.failure is None:
             return self.api
-        message = "the model failed to load" if self.failed else "the model is still loading; retry shortly"
-        raise ApiError(503, "not_ready", message)
+        if self.failure is not None:
+            # For good: no Retry-After, and /healthz says so, so that the platform can tell.
+            raise ApiError(503, "model_failed", self.failure)
+        raise ApiError(503, "not_ready", "the model is still loading; retry shortly", retry_after_s=1)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -116,6 +132,11 @@ def model_loader(app: Flask) -> ModelLoader:
 
 
 def register_routes(app: Flask, loader: ModelLoader) -> None:
+    # One request tagged at a time a process, as with sync workers: gunicorn's
+    # threads are there to wait on slow clients, and a request's memory is
+    # bounded (model.windows, model.vocab.MAX_BATCH_CELLS) only one at a time.
+    tagging = threading.Lock()
+
     @app.before_request
     def start_loading() -> None:
         # Servers other than gunicorn (python app.py, flask run) load at the first request.
@@ -139,7 +160,10 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
         return send_file(ROOT / "simple_client.html", mimetype="text/html")
 
     @app.get("/healthz")
-    def healthz() -> Response:
+    def healthz() -> Response | tuple[Response, int]:
+        # A model that cannot load is no passing state: the process is unhealthy.
+        if loader.failed:
+            return jsonify(status="failed", reason=loader.failure), 503
         return jsonify(status="ok")
 
     @app.get("/readyz")
@@ -167,8 +191,13 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
             if len(text) > max_chars:
                 where = "text" if single else f"texts[{i}]"
                 raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
-        results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts, min_score)
-        return jsonify(results[0] if single else {"results": results})
+        with tagging:
+            results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts, min_score)
+            response = jsonify(results[0] if single else {"results": results})
+        if request.environ["ner.text_chars"] > GIVE_BACK_AFTER_CHARS:
+            # Once the answer is sent, its objects and the model call's are freed.
+            response.call_on_close(serve.give_back_memory)
+        return response
 
 
 def read_body(limit: int) -> bytes:
@@ -176,9 +205,17 @@ def read_body(limit: int) -> bytes:
 
     Flask refuses a declared Content-Length over the limit before reading, but
     a chunked body has none: Werkzeug then stops reading at the limit without
-    an error, so a body that fills it is taken as cut off.
+    an error, so a body that fills it is taken as cut off. A body that cannot be
+    read is the client's doing: a malformed chunk, or a body that stops short
+    and times out (gunicorn.conf.py's BODY_READ_TIMEOUT_S).
     """
-    body = request.get_data(cache=False)
+    try:
+        body = request.get_data(cache=False)
+    except ClientDisconnected:  # Werkzeug: the body ended or stalled before its Content-Length
+        raise ApiError(400, "incomplete_body", "the request body ended before its Content-Length") from None
+    except (ParseException, OSError) as error:  # a chunked body: gunicorn's InvalidChunkSize..., a read timeout
+        log.info("unreadable request body: %s", type(error).__name__)
+        raise ApiError(400, "invalid_body", "the request body could not be read") from None
     if request.content_length is None and len(body) >= limit:
         raise RequestEntityTooLarge()
     return body
@@ -241,8 +278,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError) -> tuple[Response, int]:
         response, status = error_response(error.status, error.code, error.message)
-        if status == 503:
-            response.headers["Retry-After"] = "1"
+        if error.retry_after_s is not None:
+            response.headers["Retry-After"] = str(error.retry_after_s)
         return response, status
 
     @app.errorhandler(HTTPException)

@@ -6,11 +6,14 @@ texts in one call. No Flask here: app.py does the HTTP.
 
 from __future__ import annotations
 
+import ctypes
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from syntok import segmenter
 
 import settings
@@ -18,10 +21,16 @@ from model import files
 from model.backends import load_tagger
 from model.marginals import ScoredTags
 from model.tags import entity_spans
+from model.windows import cut, stitch, windows
 
 DEFAULT_MODEL_DIR = settings.defaults()["NER_MODEL_DIR"]
 # Entity scores are rounded: more digits would be noise (the backends agree to ~1e-6).
 SCORE_DIGITS = 4
+
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc (macOS, musl)
+    _LIBC = None
 
 # syntok splits some words that CoNLL-2003 keeps whole; the model was trained on
 # CoNLL tokens, so tokenize() joins them back (see _joins_previous).
@@ -30,7 +39,7 @@ _APOSTROPHES = "'\u2019"
 _CLITICS = frozenset({"'s", "'re", "'ve", "'ll", "'d", "'m"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a heavy request makes 500,000 of them
 class Token:
     text: str
     start: int  # character offset into the input
@@ -129,6 +138,34 @@ def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]
     }
 
 
+def tag_sentences(tag_scored: Callable[[list[list[str]]], list[ScoredTags]],
+                  sentences: list[list[str]]) -> list[ScoredTags]:
+    """The tags and entity scores of every sentence of every text, in one call of
+    a tagger's `tag_scored`: the tagger pads them in batches of similar size.
+    Over-long sentences are tagged in windows (model.windows), so that no
+    sequence is longer than the network handles well and a call's cost follows
+    the text's size. An entity that crosses a cut is scored within its window."""
+    parts = windows([len(s) for s in sentences])
+    pieces = cut(sentences, parts)
+    tagged = tag_scored(pieces) if pieces else []
+    tags = stitch(parts, [t.tags for t in tagged], len(sentences))
+    scores = stitch(parts, [t.scores for t in tagged], len(sentences))
+    return [ScoredTags(t, np.array(s, dtype=float)) for t, s in zip(tags, scores, strict=True)]
+
+
+def give_back_memory() -> None:
+    """Hand the pages that malloc keeps after a big request back to the system.
+
+    glibc keeps freed memory in its heap for reuse, so without this a worker
+    would stay at the peak of its largest request (BENCHMARKS.md, "Heavy
+    requests and slow clients"). Not worth it after a small request: the next
+    one faults the pages back in, which cost a short request ~15% of its time.
+    Elsewhere than glibc, nothing to do.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def get_model_api(model_dir: str | Path | None = None, backend: str | None = None) -> ModelApi:
     """Load the model once and return `model_api(texts) -> [result, ...]`.
 
@@ -141,10 +178,8 @@ def get_model_api(model_dir: str | Path | None = None, backend: str | None = Non
 
     def model_api(texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]:
         tokenized = [tokenize(text) for text in texts]
-        # Every sentence of every text in one call: the tagger pads them in
-        # batches of similar length.
         sentences = [[t.text for t in sentence] for text_sentences in tokenized for sentence in text_sentences]
-        tagged = iter(tagger.tag_scored(sentences) if sentences else [])
+        tagged = iter(tag_sentences(tagger.tag_scored, sentences))
         return [
             annotate(text, text_sentences, [next(tagged) for _ in text_sentences], min_score)
             for text, text_sentences in zip(texts, tokenized, strict=True)

@@ -35,6 +35,8 @@ python bench/memory.py
 python bench/load.py
 python bench/load.py --backends onnx --connections 128 256 --output load_capacity.json
 python bench/capacity.py
+python bench/windowing_f1.py
+python bench/bounded_requests.py
 python bench/report.py
 python -m pytest tests/test_reliability_fuzz.py tests/test_reliability_gunicorn.py tests/test_reliability_backends.py"""
 
@@ -294,6 +296,71 @@ def run_lines(results: dict[str, dict]) -> str:
     )
 
 
+HEAVY_TARGETS = {"seconds": 8, "peak_rss_mb": 300, "rss_1s_after_mb": 200}
+SLOWEST_NORMAL_TARGET_S = 1
+NORMAL_DROP_TARGET = 0.10
+
+
+def bounded_section(bounded: dict, windowing: dict) -> str:
+    """Heavy requests, slow clients and normal traffic (bench/bounded_requests.py), windowing's F1."""
+    args, info = bounded["args"], bounded["machine"]
+    heavy = table(
+        ["body", "KB", "status", "seconds", "peak worker RSS MB", "every worker's RSS 1 s after, MB", "targets"],
+        [[r["body"], r["kb"], r["status"], f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}",
+          ", ".join(f"{m:.0f}" for m in r["rss_1s_after_mb"]),
+          (f"time {verdict(r['seconds'] <= HEAVY_TARGETS['seconds'])}, "
+          f"peak {verdict(r['peak_rss_mb'] <= HEAVY_TARGETS['peak_rss_mb'])}, "
+          f"after {verdict(max(r['rss_1s_after_mb']) <= HEAVY_TARGETS['rss_1s_after_mb'])}")]
+         for r in bounded["heavy"]])
+    slow = table(
+        ["server", "normal requests sent", "answered", "p50 s", "slowest s", f"slowest ≤ {SLOWEST_NORMAL_TARGET_S} s"],
+        [[r["server"], r["sent"], r["answered"], f"{r['p50_s']:.3f}", f"{r['slowest_s']:.2f}",
+          verdict(r["answered"] == r["sent"] and r["slowest_s"] <= SLOWEST_NORMAL_TARGET_S)]
+         for r in bounded["slow_clients"]])
+    normal_rows = []
+    for connections, data in bounded["normal"].items():
+        base, this = data["median"]["baseline"], data["median"]["this"]
+        ok = this["p50_ms"] <= base["p50_ms"] * (1 + NORMAL_DROP_TARGET) and \
+            this["req_s"] >= base["req_s"] * (1 - NORMAL_DROP_TARGET)
+        normal_rows.append([connections, f"{base['p50_ms']:.1f} / {this['p50_ms']:.1f}",
+                            f"{base['req_s']:.0f} / {this['req_s']:.0f}",
+                            f"{this['p50_ms'] / base['p50_ms']:.2f} / {this['req_s'] / base['req_s']:.2f}", verdict(ok)])
+    normal = table(["connections", "p50 ms: baseline / this", "req/s: baseline / this",
+                    "this / baseline: p50, req/s", "within 10%"], normal_rows)
+    windows = table(["sequences", "windows (tokens, context)", "dev F1"],
+                    [[r["sequences"], r["windows"], f"{r['dev_f1']:.2f}"] for r in windowing["rows"]])
+    return f"""Run {info['date']}, commit {info['commit']}, load average at start
+{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}: the machine was shared with two training runs
+and other sessions' tests, so the seconds below are those of a busy machine, not of a quiet core. Two
+servers side by side, 2 workers each: "baseline" is `{args['baseline_ref']}` with its own `gunicorn.conf.py`
+(sync workers), "this" the working tree (gthread, 32 threads).
+
+**Heavy requests**, {args['texts']} texts each, one at a time, this server (the baseline's workers grow to
+gigabytes on the first and are killed at the 25 s timeout). Peak RSS polled every 10 ms over both workers.
+Targets: ≤ {HEAVY_TARGETS['seconds']} s, peak ≤ {HEAVY_TARGETS['peak_rss_mb']} MB, every worker
+≤ {HEAVY_TARGETS['rss_1s_after_mb']} MB 1 s after.
+
+{heavy}
+
+**Slow clients**: {args['slow_connections']} connections each sending a request a byte a second for
+{args['slow_seconds']:.0f} s, while one client sends normal requests one after another.
+
+{slow}
+
+**Normal traffic**: the 15-word test sentences, a new connection a request, medians of {args['rounds']}
+rounds of {args['load_seconds']:.0f} s a server, the servers in turn.
+
+{normal}
+
+**Windowing** (`bench/windowing_f1.py`, lean runtime): dev F1 with and without the cut. Serving cuts
+sentences over 256 tokens; the longest dev sentence has {windowing['longest']} tokens, so
+{windowing['cut_by_serving']} are cut and the tags are the same as uncut ({windowing['served_equals_whole']}); the
+longest test sentence has 124 tokens, so test F1 cannot change either. The smaller windows show what the context
+at a cut is worth; the joined runs are long texts the segmenter could not split.
+
+{windows}"""
+
+
 def main() -> None:
     speed, profile, cost = load("model_speed.json"), load("batch_profile.json"), load("ensemble_cost.json")
     load_data, memory, cold = load("load.json"), load("memory.json"), load("cold_start.json")
@@ -398,7 +465,9 @@ Medians of {cold['repeats']} runs.
 
 {cold_section(cold)}
 
-## Reliability tests
+{"## Heavy requests and slow clients (issue 10)" + chr(10) + chr(10) + bounded_section(
+    load("bounded_requests.json"), load("windowing_f1.json")) + chr(10) + chr(10)
+ if (RESULTS / "bounded_requests.json").exists() else ""}## Reliability tests
 
 In the test suite, run by CI (`make test`): `tests/test_reliability_fuzz.py` (hypothesis fuzz of
 `POST /api` through Flask's test client: any JSON value and shape, any bytes, every kind of unicode, escaped
@@ -406,7 +475,9 @@ lone surrogates, deep nesting, a 100k-character word, thousands of one-word sent
 2xx or 4xx with a JSON body), `tests/test_reliability_gunicorn.py` (real gunicorn on loopback: 24 clients at
 once each checking its own answer; two workers SIGKILLed under load, replaced, no wrong answer; 20,000
 requests with worker RSS growth under 20 MB; that a huge Content-Length and an endless chunked body are
-refused with 413 without being read whole) and `tests/test_reliability_backends.py` (both backends on one-word texts).
+refused with 413 without being read whole; heavy bodies answered with the worker's memory back under a bound;
+slow connections beside a normal request; malformed chunked and incomplete bodies answered 400; a server whose
+model cannot load exiting non-zero; a forged access-log line escaped) and `tests/test_reliability_backends.py` (both backends on one-word texts).
 """
     REPORT.write_text(text)
     print(f"wrote {REPORT} and {PLOT}")

@@ -20,8 +20,9 @@ fi
 if [ -n "${QUICK:-}" ]; then
   speed="--repeats 1 --limit 300 --latency-scale 0.1"; profile="--repeats 1"; cold="--repeats 1"
   memory="--load-seconds 3"; load="--connections 1 4 16 --seconds 2 --repeats 1"; capacity="--seconds 2 --repeats 1"
+  bounded="--texts 5 --slow-connections 8 --slow-seconds 4 --load-seconds 1 --rounds 1"
 else
-  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""
+  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""
 fi
 
 set -x
@@ -35,4 +36,6 @@ set -x
 "$PYTHON" bench/load.py $load
 "$PYTHON" bench/load.py $load --backends onnx --connections 128 256 --output load_capacity.json
 "$PYTHON" bench/capacity.py $capacity
+"$PYTHON" bench/windowing_f1.py
+"$PYTHON" bench/bounded_requests.py $bounded
 "$PYTHON" bench/report.py

@@ -58,6 +58,10 @@ class OnnxTagger:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Without its arena ONNX Runtime frees each run's tensors to malloc, so a
+        # worker does not keep the peak of its largest request for good (serve.py
+        # then hands the freed pages back to the system).
+        options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(
             str(directory / files.ONNX), options, providers=["CPUExecutionProvider"]
         )

@@ -20,6 +20,10 @@ PAD, UNK = "<pad>", "<unk>"
 # Words longer than this are cut for the character features: a 100k-character
 # "word" must not make a 100k-wide batch.
 MAX_WORD_CHARS = 32
+# The padded size (sentences x words x characters) of one model call at most:
+# the character CNN's tensor is this times its filters. 32 sentences of 64
+# words and 32 characters; a window (model.windows) of 256 words always fits.
+MAX_BATCH_CELLS = 32 * 64 * 32
 CASINGS = (PAD, "numeric", "mostly_numeric", "lower", "upper", "title", "has_digit", "other")
 
 
@@ -138,8 +142,34 @@ def decode_in_batches(
     return paths
 
 
-def batches_by_length(sentences: list[list[str]], batch_size: int) -> list[list[int]]:
+def padded_chars(sentence: list[str]) -> int:
+    """The character width a sentence needs in a padded batch."""
+    return max((min(len(w), MAX_WORD_CHARS) for w in sentence), default=1)
+
+
+def batches_by_length(
+    sentences: list[list[str]], batch_size: int, max_cells: int = MAX_BATCH_CELLS
+) -> list[list[int]]:
     """Indices of the sentences grouped into batches of similar length, so that
-    padding costs little; callers put the results back in input order."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    padding costs little; callers put the results back in input order.
+
+    A batch holds at most `batch_size` sentences, and its padded size
+    (sentences x longest sentence x widest word) stays within `max_cells`
+    unless it is one sentence: what a model call allocates follows the padded
+    size, whatever the sentence count.
+    """
+    order = sorted(range(len(sentences)), key=lambda i: (len(sentences[i]), padded_chars(sentences[i])))
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    chars = 1
+    for i in order:
+        wider = max(chars, padded_chars(sentences[i]))
+        # Sorted by length, so sentence i is the batch's longest.
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * len(sentences[i]) * wider > max_cells):
+            batches.append(batch)
+            batch, wider = [], padded_chars(sentences[i])
+        batch.append(i)
+        chars = wider
+    if batch:
+        batches.append(batch)
+    return batches

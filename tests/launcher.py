@@ -81,10 +81,11 @@ class Gunicorn:
 
 
 @contextmanager
-def gunicorn(log: Path, workers: int = 2, bind_loopback: bool = True, **env: str) -> Iterator[Gunicorn]:
-    """The Procfile's web process with PORT, WEB_CONCURRENCY and `env` set,
-    ready when yielded, stopped after. bind_loopback=False leaves the address
-    to gunicorn.conf.py, as on Heroku."""
+def gunicorn(log: Path, workers: int = 2, bind_loopback: bool = True, directory: Path = ROOT,
+             **env: str) -> Iterator[Gunicorn]:
+    """The Procfile's web process of the checkout in `directory` with PORT,
+    WEB_CONCURRENCY and `env` set, ready when yielded, stopped after.
+    bind_loopback=False leaves the address to gunicorn.conf.py, as on Heroku."""
     port = free_port()
     # The Procfile names `gunicorn`: the one installed beside this Python, even
     # when its environment is not activated.
@@ -94,7 +95,7 @@ def gunicorn(log: Path, workers: int = 2, bind_loopback: bool = True, **env: str
     url = f"http://{HOST}:{port}"
     started = time.perf_counter()
     with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=directory, env=environment, stdout=output, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(url, process)
         yield Gunicorn(url, port, process, log, time.perf_counter() - started)

@@ -296,6 +296,10 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path, caplog):
     assert response.status_code == 503 and response.get_json() == {"status": "failed"}
     response = client.post("/api", json="I love Paris")
     assert response.status_code == 503 and "failed to load" in error_of(response)["message"]
+    assert "Retry-After" not in response.headers  # for good: retrying does not help
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json() == {"status": "failed", "reason": "the model failed to load: FileNotFoundError"}
     assert "the model failed to load" in caplog.text
 
 

@@ -72,10 +72,12 @@ def test_one_access_log_line_a_request_without_the_text(server):
     log = server.log.read_text()
     assert "Zanzibar" not in log
     assert log.count("text_chars=7512\n") == 1
-    assert re.search(r"^POST /api 200 \d+ms text_chars=7512$", log, re.MULTILINE)
+    assert re.search(r'^method=POST path="/api" status=200 duration=\d+ms request_id="-" text_chars=7512$', log,
+                     re.MULTILINE)
     # Requests leave nothing else in the log: its lines are gunicorn's own
-    # ("[date] [pid] [INFO] ...") or access lines.
-    access_line = re.compile(r"(GET|POST|OPTIONS) /\S* \d{3} \d+ms text_chars=(\d+|-)")
+    # ("[date] [pid] [INFO] ...") or access lines (the path quoted, with \" and \\ escaped).
+    access_line = re.compile(r'method=(GET|POST|OPTIONS) path="/([^"\\]|\\.)*" status=\d{3} duration=\d+ms '
+                             r'request_id="([^"\\]|\\.)*" text_chars=(\d+|-)')
     assert [line for line in log.splitlines() if not line.startswith("[") and not access_line.fullmatch(line)] == []
 
 

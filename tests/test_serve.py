@@ -193,3 +193,16 @@ def test_both_backends_give_the_same_scores(model_dir):
             (e["start"], e["end"], e["type"]) for e in b["entities"]]
         np.testing.assert_allclose([e["score"] for e in a["entities"]], [e["score"] for e in b["entities"]],
                                    atol=2e-4)
+
+
+def test_a_sentence_too_long_for_one_window_keeps_its_entities_near_the_cuts(model_api):
+    # One comma list of thousands of tokens is tagged in windows. An item of 9
+    # tokens, while windows keep 224 tokens each: the cuts fall at every place
+    # in the item, inside the names too, and each item is tagged as it is alone.
+    item = "Angela Merkel , Paris , New York City , "
+    alone = model_api([item])[0]
+    assert len(alone["tokens"]) == 9 and len(alone["entities"]) == 3
+    result = model_api([item * 400])[0]
+    assert len(result["tokens"]) == 3600
+    assert result["tags"] == alone["tags"] * 400
+    assert len(result["entities"]) == 3 * 400

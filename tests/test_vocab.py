@@ -47,3 +47,15 @@ def test_batches_by_length_cover_every_sentence_once():
     assert sorted(i for b in batches for i in b) == list(range(5))
     assert [[len(sentences[i]) for i in b] for b in batches] == [[1, 2], [3, 4], [5]]
     assert np.all(np.diff([len(sentences[b[0]]) for b in batches]) > 0)
+
+
+def test_batches_keep_their_padded_size_within_the_budget():
+    # 100 sentences of 200 one-letter words and one of 200 long words.
+    sentences = [["a"] * 200 for _ in range(100)] + [["x" * 40] * 200]
+    budget = 20 * 200 * 1
+    batches = batches_by_length(sentences, batch_size=64, max_cells=budget)
+    assert sorted(i for b in batches for i in b) == list(range(101))
+    assert [len(b) for b in batches] == [20] * 5 + [1]  # the budget binds, not the batch size
+    for batch in batches[:-1]:
+        assert len(batch) * max(len(sentences[i]) for i in batch) * 1 <= budget
+    assert batches[-1] == [100]  # over the budget alone: the wide sentence never widens narrow ones
