@@ -20,10 +20,6 @@ class Config:
     # written, so that the network learns to tag text without normal case.
     recase_lower: float = 0.25
     recase_upper: float = 0.25
-    # Instead, train each epoch on every sentence as written plus a recased
-    # copy of it (recased with the probabilities above), as Mayhew et al. 2019
-    # concatenate cased and lowercased data: twice the steps an epoch.
-    recase_copy: bool = False
     # Train on train + dev for a fixed max_epochs (no early stopping): only for
     # final networks, once the epochs were fixed by a run that stopped on dev.
     train_on_dev: bool = False

@@ -16,7 +16,7 @@ from model.training import artifact, ensemble, glove
 from model.training import export as export_module
 from model.training.data import Sentence
 from model.training.export import export
-from model.training.train import epoch_sentences, recased_at_random, train
+from model.training.train import recased_at_random, train
 from model.vocab import Vocab
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
@@ -168,18 +168,6 @@ def test_recasing_at_random_keeps_the_tags_and_follows_the_proportions():
     assert shares["ANNA SMITH VISITED LONDON"] == pytest.approx(0.3, abs=0.03)
     again = recased_at_random(sentences, config, np.random.default_rng(0))
     assert [s.words for s in again] == [s.words for s in recased]
-
-
-def test_a_recased_copy_comes_beside_every_sentence_as_written():
-    sentences = [Sentence(["Anna", "visited", "London"], ["B-PER", "O", "B-LOC"]),
-                 Sentence(["The", "EU", "met"], ["O", "B-ORG", "O"])]
-    config = Config(recase_lower=0.5, recase_upper=0.5, recase_copy=True)
-    epoch = epoch_sentences(sentences, config, np.random.default_rng(0))
-    assert epoch[:2] == sentences
-    assert [s.words for s in epoch[2:]] != [s.words for s in sentences]
-    assert all(" ".join(c.words) in (" ".join(s.words).lower(), " ".join(s.words).upper())
-               for s, c in zip(sentences, epoch[2:], strict=True))
-    assert [s.tags for s in epoch[2:]] == [s.tags for s in sentences]
 
 
 def test_training_on_train_and_dev_runs_the_fixed_epochs_and_keeps_the_last(tiny_run):

@@ -90,13 +90,6 @@ def recased_at_random(sentences: list[Sentence], config: Config, rng: np.random.
     return [Sentence(recase(s.words, case), s.tags) for s, case in zip(sentences, cases, strict=True)]
 
 
-def epoch_sentences(sentences: list[Sentence], config: Config, rng: np.random.Generator) -> list[Sentence]:
-    """One epoch's training sentences: recased at random, or with recase_copy
-    every sentence as written plus a recased copy."""
-    recased = recased_at_random(sentences, config, rng)
-    return sentences + recased if config.recase_copy else recased
-
-
 def dev_f1_by_case(directory: Path, sentences: list[Sentence]) -> dict[str, float]:
     """Dev F1 with the words as written, lowercased and uppercased."""
     tagger = artifact.TensorFlowTagger(directory)
@@ -177,7 +170,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         rng = np.random.default_rng(config.seed + epoch)
         started = time.time()
         losses = []
-        epoch_set = epoch_sentences(train_set, config, rng)
+        epoch_set = recased_at_random(train_set, config, rng)
         progress = tqdm(shuffled_batches(epoch_set, config.batch_size, rng), desc=f"epoch {epoch}", leave=False)
         for indices in progress:
             sentences = [epoch_set[i] for i in indices]
@@ -239,8 +232,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=Config.seed)
     parser.add_argument("--recase-lower", type=float, default=Config.recase_lower)
     parser.add_argument("--recase-upper", type=float, default=Config.recase_upper)
-    parser.add_argument("--recase-copy", action="store_true",
-                        help="train on each sentence as written plus a recased copy")
     parser.add_argument("--patience", type=int, default=Config.patience)
     parser.add_argument("--train-on-dev", action="store_true",
                         help="train on train + dev for exactly --max-epochs (final networks only)")
@@ -250,7 +241,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
                     singleton_unk=args.singleton_unk, seed=args.seed, recase_lower=args.recase_lower,
-                    recase_upper=args.recase_upper, recase_copy=args.recase_copy, patience=args.patience,
+                    recase_upper=args.recase_upper, patience=args.patience,
                     train_on_dev=args.train_on_dev,
                     decay_epochs=tuple(args.decay_epochs))
     out = args.out or args.run_dir / "out"
