@@ -28,8 +28,11 @@ from model.training.export import ParityError, export, print_parity, staged
 def combine(models: list[Path], out_dir: Path) -> None:
     """Write the models' ensemble into out_dir (without the serving files)."""
     configs = [Config.load(model / files.CONFIG) for model in models]
-    if len({json.dumps({**c.__dict__, "seed": 0}, sort_keys=True) for c in configs}) > 1:
-        raise ValueError("the members must be trained with the same hyperparameters (seeds aside)")
+    # Seeds differ, and so may the training's length: each network trains for
+    # the epochs (and learning-rate decays) that its own dev run chose.
+    own = {"seed": 0, "max_epochs": 0, "decay_epochs": ()}
+    if len({json.dumps({**c.__dict__, **own}, sort_keys=True) for c in configs}) > 1:
+        raise ValueError("the members must be trained with the same hyperparameters (seeds and epochs aside)")
     for name in files.SHARED_FILES:
         if len({(model / name).read_bytes() for model in models}) > 1:
             raise ValueError(f"the members must share {name}: train them on the same data and vectors")
