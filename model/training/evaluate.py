@@ -37,8 +37,12 @@ def metrics_key(split: str, case: str) -> str:
 def record(directory: Path, split: str, path: Path, report: Report, case: str = "as_written") -> None:
     """Keep the split's figures in metrics.json beside the model (and the F1 in meta.json)."""
     metrics = files.read_json(directory, files.METRICS)
+    training = files.read_json(directory, files.TRAINING)
+    trained_on = {name for member in training.get("members", []) for name in member.get("data", {}).get("files", [])}
     metrics[metrics_key(split, case)] = {
         "file": path.name,
+        # False for dev when the networks were trained on train + dev: then only test is a fair measure.
+        "held_out": path.name not in trained_on,
         "f1": round(report.overall.f1, 2),
         "precision": round(report.overall.precision, 2),
         "recall": round(report.overall.recall, 2),
