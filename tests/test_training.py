@@ -150,10 +150,23 @@ def test_an_ensemble_given_as_a_model_joins_member_by_member(tiny_ensemble):
     assert all(m["history"] for m in history["members"])
 
 
-def test_ensemble_refuses_members_trained_differently(tiny_ensemble):
+def test_ensemble_refuses_members_trained_differently(tiny_ensemble, tmp_path):
     root, members = tiny_ensemble
+    wider = tmp_path / "wider"
+    shutil.copytree(members[1], wider)
+    Config(**{**Config.load(wider / files.CONFIG).__dict__, "lstm_units": 32}).save(wider / files.CONFIG)
     with pytest.raises(ValueError, match="same hyperparameters"):
-        ensemble.combine([root / "out", members[0]], root / "mixed")
+        ensemble.combine([members[0], wider], root / "mixed")
+
+
+def test_ensemble_members_may_train_for_different_epochs(tiny_ensemble, tmp_path):
+    _, members = tiny_ensemble
+    longer = tmp_path / "longer"
+    shutil.copytree(members[1], longer)
+    Config(**{**Config.load(longer / files.CONFIG).__dict__, "max_epochs": 9, "decay_epochs": (4,)}).save(
+        longer / files.CONFIG)
+    ensemble.combine([members[0], longer], tmp_path / "joined")
+    assert files.count_members(tmp_path / "joined") == 2
 
 
 def test_recasing_at_random_keeps_the_tags_and_follows_the_proportions():
@@ -189,7 +202,7 @@ def test_the_export_describes_the_model_in_meta_json(tiny_ensemble):
     meta = files.read_json(root / "ensemble", files.META)
     assert meta["version"] == files.version(root / "ensemble") and meta["members"] == 2
     assert meta["config"] == files.read_json(root / "ensemble", files.CONFIG)
-    assert meta["training_data"] == [{"dir": str(root / "data"), "files": ["train.txt"], "sentences": 32}]
+    assert meta["training_data"] == [{"dir": "data", "files": ["train.txt"], "sentences": 32}]
     assert meta["dev_f1"] is None  # not evaluated yet
     assert meta["temperature"] == 1.0  # not calibrated
 
