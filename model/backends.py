@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import filecmp
 from pathlib import Path
 
 from model import files
@@ -17,19 +18,20 @@ def load_tagger(directory: Path, backend: str = "onnx"):
     A model directory with a caseless/ model inside gives both, behind a
     model.casing.CaseRouter."""
     directory = Path(directory)
-    tagger = _load_one(directory, backend)
-    if (directory / files.CASELESS).is_dir():
-        return CaseRouter(tagger, _load_one(directory / files.CASELESS, backend))
-    return tagger
-
-
-def _load_one(directory: Path, backend: str):
-    if backend == "onnx":
-        from model.runtime import OnnxTagger
-
-        return OnnxTagger(directory)
+    caseless = directory / files.CASELESS
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "tensorflow":
         from model.training.artifact import TensorFlowTagger
 
-        return TensorFlowTagger(directory)
-    raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        tagger = TensorFlowTagger(directory)
+        return CaseRouter(tagger, TensorFlowTagger(caseless)) if caseless.is_dir() else tagger
+    from model.runtime import OnnxTagger
+
+    tagger = OnnxTagger(directory)
+    if not caseless.is_dir():
+        return tagger
+    # Networks trained on the same data have the same vocabulary and vectors:
+    # one copy serves both.
+    same_words = all(filecmp.cmp(directory / name, caseless / name, shallow=False) for name in files.SHARED_FILES)
+    return CaseRouter(tagger, OnnxTagger(caseless, shares_words_with=tagger if same_words else None))

@@ -45,12 +45,19 @@ class OnnxTagger:
 
     # 32 sentences a batch: within 1% of 8, the fastest, and faster than 128 and
     # 512, which pad more (BENCHMARKS.md, "Batch size of the lean runtime").
-    def __init__(self, directory: Path, batch_size: int = 32, threads: int = 1):
+    def __init__(self, directory: Path, batch_size: int = 32, threads: int = 1,
+                 shares_words_with: OnnxTagger | None = None):
+        """shares_words_with: a tagger whose vocabulary and word vectors are the
+        same files as this model's (model.backends checks): they are used
+        instead of loading a second copy, 17 MB a worker."""
         directory = Path(directory)
-        self.vocab = Vocab.load(directory / files.VOCAB)
         self.batch_size = batch_size
-        # Memory-mapped: forked workers share the pages instead of copying them.
-        self.word_vectors = np.load(directory / files.WORD_VECTORS, mmap_mode="r")
+        if shares_words_with is not None:
+            self.vocab, self.word_vectors = shares_words_with.vocab, shares_words_with.word_vectors
+        else:
+            self.vocab = Vocab.load(directory / files.VOCAB)
+            # Memory-mapped: forked workers share the pages instead of copying them.
+            self.word_vectors = np.load(directory / files.WORD_VECTORS, mmap_mode="r")
         with np.load(directory / files.CRF) as crf:
             self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
         self.scorer = EntityScorer(self.vocab.tags, self.transitions, self.start, self.end,

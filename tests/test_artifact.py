@@ -46,6 +46,8 @@ def networks(model_dir):
 
 def test_the_committed_model_routes_caseless_sentences(reference, lean):
     assert isinstance(reference, CaseRouter) and isinstance(lean, CaseRouter)
+    # Trained on the same data, the two share one vocabulary and one copy of the vectors.
+    assert lean.caseless.vocab is lean.cased.vocab and lean.caseless.word_vectors is lean.cased.word_vectors
 
 
 @pytest.mark.parametrize(("split", "case"), [("valid", "lower"), ("test", "as_written")])
