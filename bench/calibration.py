@@ -16,16 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import machine, write_json
+from common import machine, pyplot, write_json
 
 import serve
 from model import files
@@ -81,6 +77,7 @@ def summarize(scores: np.ndarray, correct: np.ndarray, gold_count: int) -> dict:
 
 
 def draw(figures: dict, temperature: float) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     for split, summary in figures.items():

@@ -100,3 +100,15 @@ def write_json(name: str, data: dict) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only. Imported when a plot is
+    drawn: matplotlib is a benchmark requirement (bench/requirements.txt), and
+    the tests read every script's options without it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt

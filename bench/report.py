@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from common import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -70,6 +67,7 @@ def saturation(rows: list[dict]) -> tuple[int | None, dict | None]:
 
 
 def plot(data: dict) -> None:
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     colors = {"onnx": "tab:blue", "tensorflow": "tab:red"}
     markers = {1: "o", 2: "s", 4: "^"}
