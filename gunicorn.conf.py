@@ -99,6 +99,9 @@ logger_class = EscapingLogger
 
 def post_worker_init(worker):
     from app import model_loader
+    from serve import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the worker's threads start allocating
 
     # A model that cannot load is not something a retry fixes: the worker exits
     # with gunicorn's boot-error code, the master then stops with an error, and
