@@ -29,11 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine
 
+from model import files
 from model.runtime import OnnxTagger, viterbi
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.vocab import batches_by_length
 
-MODEL_DIR = ROOT / "results" / "crf"
+MODEL_DIR = files.COMMITTED_MODEL_DIR
 STAGES = ("encode", "gather", "onnx_run", "viterbi", "tags")
 
 

@@ -93,7 +93,7 @@ def draw(figures: dict, temperature: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "results" / "crf")
+    parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     args = parser.parse_args()
     model_api = serve.get_model_api(args.model, "onnx")

@@ -39,6 +39,7 @@ import psutil
 from common import DEFAULT_DATA_DIR, ROOT, launcher, machine, read_conll, write_json
 
 import serve
+from model import files
 from model.casing import is_caseless
 
 LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
@@ -142,7 +143,7 @@ def measure_memory(models: dict[str, Path], requests: list[str], repeats: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, default=ROOT / ".cache" / "previous_crf_served")
-    parser.add_argument("--after", type=Path, default=ROOT / "results" / "crf")
+    parser.add_argument("--after", type=Path, default=files.COMMITTED_MODEL_DIR)
     parser.add_argument("--repeats", type=int, default=7, help="speed repeats (latency and throughput)")
     parser.add_argument("--memory-repeats", type=int, default=3, help="gunicorn starts a model")
     parser.add_argument("--output", default="model_cost.json")

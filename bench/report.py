@@ -11,12 +11,14 @@ from pathlib import Path
 
 from common import pyplot
 
+from model import files
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "bench" / "latency_throughput.png"
 REPORT = ROOT / "BENCHMARKS.md"
-PARITY = ROOT / "results" / "crf" / "parity.json"
-METRICS = ROOT / "results" / "crf" / "metrics.json"
+PARITY = files.COMMITTED_MODEL_DIR / files.PARITY
+METRICS = files.COMMITTED_MODEL_DIR / files.METRICS
 P99_LIMIT_MS = 100
 MODE_NAMES = {
     "tokens_batched": "from tokens, batched", "tokens_single": "from tokens, one sentence a call",

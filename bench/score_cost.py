@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, write_json
 
+from model import files
 from model.runtime import OnnxTagger
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 
@@ -45,7 +46,7 @@ def latency_ms(tag: Callable, sentence: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", type=Path, default=ROOT / "results" / "crf")
+    parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     sentences = [s.words for s in read_conll(DEFAULT_DATA_DIR / "test.txt")]

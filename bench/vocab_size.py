@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from model import files
 from model.runtime import OnnxTagger
 from model.tags import score
 from model.training.data import DEFAULT_DATA_DIR, read_conll
@@ -22,7 +23,7 @@ CUTS = (0, 10_000, 25_000, 50_000, 100_000)
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", type=Path, default=Path("results/crf"))
+    parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR)
     args = parser.parse_args()
     tagger = OnnxTagger(args.model)
     words = tagger.vocab.words

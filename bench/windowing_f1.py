@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import ROOT, machine, write_json
+from common import machine, write_json
 
+from model import files
 from model.runtime import OnnxTagger
 from model.tags import score
 from model.training.data import DEFAULT_DATA_DIR, read_conll
@@ -44,7 +45,7 @@ def joined(words: list[list[str]], tags: list[list[str]]) -> tuple[list[list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "results" / "crf")
+    parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR)
     args = parser.parse_args()
     sentences = read_conll(DEFAULT_DATA_DIR / "valid.txt")
     words, gold = [s.words for s in sentences], [s.tags for s in sentences]

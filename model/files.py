@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 
+# The model the repository carries and serves by default.
+COMMITTED_MODEL_DIR = Path(__file__).resolve().parent.parent / "results" / "crf"
+
 CONFIG = "config.json"
 VOCAB = "vocab.json"
 WORD_VECTORS = "word_vectors.npy"

@@ -115,9 +115,9 @@ def fit(model: Path, data_file: Path, cases: tuple[str, ...] = ("as_written",)) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fit-on", type=Path, default=Path("results/crf"),
+    parser.add_argument("--fit-on", type=Path, default=files.COMMITTED_MODEL_DIR,
                         help="the model whose predictions are scored (not trained on --data)")
-    parser.add_argument("--write-to", type=Path, default=Path("results/crf"), help="the model that gets calibration.json")
+    parser.add_argument("--write-to", type=Path, default=files.COMMITTED_MODEL_DIR, help="the model that gets calibration.json")
     # Never the test set: its figures must stay a fair check (bench/calibration.py).
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR / "valid.txt",
                         help="CoNLL file the --fit-on model was not trained on")

@@ -55,7 +55,7 @@ def record(directory: Path, split: str, path: Path, report: Report, case: str = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("results/crf"), help="trained model directory")
+    parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR, help="trained model directory")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--split", choices=["train", "valid", "test"], default="valid")
     source.add_argument("--file", type=Path, help="any CoNLL file (2 or 4 columns)")

@@ -315,7 +315,7 @@ def print_parity(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("results/crf"), help="trained model directory")
+    parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR, help="trained model directory")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="dev and test sets for the parity check")
     args = parser.parse_args()
     try:
