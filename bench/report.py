@@ -479,8 +479,18 @@ refused with 413 without being read whole; heavy bodies answered with the worker
 slow connections beside a normal request; malformed chunked and incomplete bodies answered 400; a server whose
 model cannot load exiting non-zero; a forged access-log line escaped) and `tests/test_reliability_backends.py` (both backends on one-word texts).
 """
-    REPORT.write_text(text)
+    REPORT.write_text(text + "\n" + HAND_WRITTEN_MARK + kept_by_hand())
     print(f"wrote {REPORT} and {PLOT}")
+
+
+# Sections written by hand from other scripts' runs (score_cost.py, model_cost.py):
+# everything after this line in BENCHMARKS.md is kept as it is.
+HAND_WRITTEN_MARK = "<!-- Sections below are written by hand; bench/report.py keeps them. -->\n"
+
+
+def kept_by_hand() -> str:
+    current = REPORT.read_text() if REPORT.exists() else ""
+    return current.split(HAND_WRITTEN_MARK, 1)[1] if HAND_WRITTEN_MARK in current else ""
 
 
 if __name__ == "__main__":
