@@ -85,7 +85,8 @@ class ModelLoader:
                 self._on_failure()
         else:
             self.api = api
-            log.info("model ready: %s", api.info["version"])
+            # A model exported before meta.json existed has no version to report.
+            log.info("model ready: %s", api.info.get("version", "(no meta.json)"))
             self._done.set()
 
     @property
