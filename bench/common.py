@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,9 +65,10 @@ def require_wrk() -> None:
 
 
 def memory(process: psutil.Process) -> dict[str, float]:
-    """RSS and PSS in MB (PSS shares each shared page among the processes that map it)."""
+    """RSS, PSS (shared pages split among the processes mapping them) and USS
+    (the pages only this process maps), in MB."""
     info = process.memory_full_info()
-    return {"rss_mb": info.rss / 2**20, "pss_mb": info.pss / 2**20}
+    return {"rss_mb": info.rss / 2**20, "pss_mb": info.pss / 2**20, "uss_mb": info.uss / 2**20}
 
 
 def machine() -> dict:
@@ -100,6 +103,23 @@ def write_json(name: str, data: dict) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def throughput(tag: Callable[[list], object], batch: list, tokens: int) -> float:
+    """Tokens a second of one call tag(batch) that tags `tokens` tokens."""
+    started = time.perf_counter()
+    tag(batch)
+    return tokens / (time.perf_counter() - started)
+
+
+def call_times_ms(tag: Callable[[list], object], batch: list, calls: int) -> list[float]:
+    """How long each of `calls` calls of tag(batch) takes, in milliseconds."""
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        tag(batch)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def pyplot():

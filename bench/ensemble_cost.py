@@ -16,13 +16,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import machine, write_json
+from common import call_times_ms, machine, throughput, write_json
 
 from model import files
 from model.runtime import OnnxTagger
@@ -42,19 +41,8 @@ def first_member(model: Path, target: Path) -> Path:
     return target
 
 
-def throughput(tagger: OnnxTagger, sentences: list[list[str]], tokens: int) -> float:
-    started = time.perf_counter()
-    tagger.tag(sentences)
-    return tokens / (time.perf_counter() - started)
 
 
-def latency_ms(tagger: OnnxTagger, sentence: list[str]) -> float:
-    times = []
-    for _ in range(LATENCY_CALLS):
-        started = time.perf_counter()
-        tagger.tag([sentence])
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -71,8 +59,8 @@ def main() -> None:
         figures: dict[str, dict[str, list[float]]] = {n: {"tok/s": [], "ms": []} for n in taggers}
         for _ in range(args.repeats):
             for name, tagger in taggers.items():
-                figures[name]["tok/s"].append(throughput(tagger, sentences, tokens))
-                figures[name]["ms"].append(latency_ms(tagger, latency_sentence))
+                figures[name]["tok/s"].append(throughput(tagger.tag, sentences, tokens))
+                figures[name]["ms"].append(statistics.median(call_times_ms(tagger.tag, [latency_sentence], LATENCY_CALLS)))
     medians = {n: {k: statistics.median(v) for k, v in f.items()} for n, f in figures.items()}
     one, ensemble = medians["one network"], medians["ensemble"]
     result = {

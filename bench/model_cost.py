@@ -30,13 +30,22 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from common import DEFAULT_DATA_DIR, ROOT, launcher, machine, read_conll, write_json
+from common import (
+    DEFAULT_DATA_DIR,
+    ROOT,
+    call_times_ms,
+    launcher,
+    machine,
+    memory,
+    read_conll,
+    throughput,
+    write_json,
+)
 
 import serve
 from model import files
@@ -49,30 +58,14 @@ REQUEST_MIN_WORDS = 8  # ordinary news sentences, not "-DOCSTART-" or a score li
 LOWERCASE_EVERY = 4  # every fourth request is lowercased
 
 
-def latency_ms(model_api: serve.ModelApi, text: str) -> list[float]:
-    times = []
-    for _ in range(LATENCY_CALLS):
-        started = time.perf_counter()
-        model_api([text])
-        times.append((time.perf_counter() - started) * 1000)
-    return times
 
 
-def throughput(model_api: serve.ModelApi, texts: list[str], tokens: int) -> float:
-    started = time.perf_counter()
-    model_api(texts)
-    return tokens / (time.perf_counter() - started)
 
 
 def percentile(times: list[float], p: int) -> float:
     return statistics.quantiles(times, n=100)[p - 1]
 
 
-def worker_memory(process: psutil.Process) -> dict[str, float]:
-    """RSS, PSS (shared pages split among the processes mapping them) and USS
-    (the pages only this process maps), in MB."""
-    info = process.memory_full_info()
-    return {"rss_mb": info.rss / 2**20, "pss_mb": info.pss / 2**20, "uss_mb": info.uss / 2**20}
 
 
 def post(url: str, text: str) -> None:
@@ -89,10 +82,10 @@ def served_memory(model: Path, requests: list[str]) -> dict[str, dict[str, float
     with (tempfile.TemporaryDirectory() as tmp,
           launcher.gunicorn(Path(tmp) / "gunicorn.log", 1, NER_MODEL_DIR=str(model.resolve())) as server):
         (worker,) = server.workers()
-        ready = worker_memory(worker)
+        ready = memory(worker)
         for text in requests:
             post(server.url, text)
-        return {"ready": ready, "after_requests": worker_memory(worker)}
+        return {"ready": ready, "after_requests": memory(worker)}
 
 
 def alternating(names: list[str], repeat: int) -> list[str]:
@@ -119,7 +112,7 @@ def measure_speed(models: dict[str, Path], sentences: list[list[str]], repeats: 
         for name in alternating(list(models), repeat):
             run = {"batched tok/s, as written": throughput(apis[name], texts, tokens)}
             for case, recase in cases.items():
-                times = latency_ms(apis[name], recase(latency_text))
+                times = call_times_ms(apis[name], [recase(latency_text)], LATENCY_CALLS)
                 run[f"p50 ms, {case}"] = statistics.median(times)
                 run[f"p99 ms, {case}"] = percentile(times, 99)
             runs[name].append(run)

@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import machine, write_json
+from common import call_times_ms, machine, throughput, write_json
 
 from model import files
 from model.runtime import OnnxTagger
@@ -29,19 +27,8 @@ LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.
 LATENCY_CALLS = 1000
 
 
-def throughput(tag: Callable, sentences: list[list[str]], tokens: int) -> float:
-    started = time.perf_counter()
-    tag(sentences)
-    return tokens / (time.perf_counter() - started)
 
 
-def latency_ms(tag: Callable, sentence: list[str]) -> float:
-    times = []
-    for _ in range(LATENCY_CALLS):
-        started = time.perf_counter()
-        tag([sentence])
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -60,7 +47,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, tag in ways.items():
             figures[name]["tok/s"].append(throughput(tag, sentences, tokens))
-            figures[name]["ms"].append(latency_ms(tag, latency_sentence))
+            figures[name]["ms"].append(statistics.median(call_times_ms(tag, [latency_sentence], LATENCY_CALLS)))
     medians = {n: {k: statistics.median(v) for k, v in f.items()} for n, f in figures.items()}
     plain, scored = medians["tags"], medians["tags + scores"]
     result = {
