@@ -93,14 +93,15 @@ class OnnxTagger:
         return decode_in_batches(sentences, self.batch_size, self._decode_scored, ScoredTags.empty)
 
     def _decode(self, batch: list[list[str]]) -> list[list[int]]:
-        return self._paths(self.emissions(batch), np.array([len(s) for s in batch]))
+        return self.best_paths(self.emissions(batch), np.array([len(s) for s in batch]))
 
     def _decode_scored(self, batch: list[list[str]]) -> list[ScoredTags]:
         emissions, lengths = self.emissions(batch), np.array([len(s) for s in batch])
-        paths = self._paths(emissions, lengths)
+        paths = self.best_paths(emissions, lengths)
         scores = self.scorer.score(emissions, lengths, paths)
         return [ScoredTags([self.vocab.tags[t] for t in path], s) for path, s in zip(paths, scores, strict=True)]
 
-    def _paths(self, emissions: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+    def best_paths(self, emissions: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+        """The Viterbi tag ids of each sentence, cut to its length."""
         paths = viterbi(emissions, lengths, self.transitions, self.start, self.end)
         return [path[:length].tolist() for path, length in zip(paths, lengths, strict=True)]

@@ -28,7 +28,7 @@ import numpy as np
 
 from model import files
 from model.marginals import EntityScorer
-from model.runtime import OnnxTagger, viterbi
+from model.runtime import OnnxTagger
 from model.tags import entity_spans
 from model.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
 from model.training.export import write_meta
@@ -84,8 +84,7 @@ def fit(model: Path, data_file: Path, cases: tuple[str, ...] = ("as_written",)) 
     for positions in batches_by_length([s.words for s in sentences], tagger.batch_size):
         emissions = tagger.emissions([sentences[i].words for i in positions])
         lengths = np.array([len(sentences[i].words) for i in positions])
-        paths = viterbi(emissions, lengths, tagger.transitions, tagger.start, tagger.end)
-        paths = [path[:length].tolist() for path, length in zip(paths, lengths, strict=True)]
+        paths = tagger.best_paths(emissions, lengths)
         batches.append((emissions, lengths, paths))
         for i, path in zip(positions, paths, strict=True):
             gold = set(entity_spans(sentences[i].tags))
