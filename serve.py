@@ -38,6 +38,15 @@ _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 _HYPHENS = frozenset("\u00ad\u058a\u05be\u0f0c\u1400\u1806\u2010\u2011\u2012\u2e17\u30a0-_")
 _APOSTROPHES = "'\u2019"
 _CLITICS = frozenset({"'s", "'re", "'ve", "'ll", "'d", "'m"})
+_SENTENCE_ENDS = frozenset({".", "!", "?", "...", "\u2026"})
+_CLOSERS = frozenset("\"')]}\u00bb\u201d\u2019")
+# Words that CoNLL-2003 writes with a period inside a sentence ("Inc.", "vs.").
+_ABBREVIATIONS = frozenset({
+    "vs", "vol", "inc", "corp", "co", "ltd", "bros", "st", "mr", "mrs", "ms", "dr", "jr", "sr",
+    "lt", "gen", "rev", "no", "calif", "fla", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
+    "oct", "nov", "dec",
+})
+_CURRENCY_PREFIX = 3  # letters before a dollar sign that name its country
 
 
 @dataclass(frozen=True, slots=True)  # slots: a heavy request makes 500,000 of them
@@ -62,11 +71,14 @@ def tokenize(text: str) -> list[list[Token]]:
     syntok segments and tokenizes, keeping punctuation as tokens and "n't" and
     "'s" apart as CoNLL does. Where syntok splits what CoNLL keeps whole, the
     pieces are joined again: hyphenated words ("Anglo-Dutch"), inner capitals
-    ("McCague"), apostrophes inside names ("O'Gorman") and the period of an
-    abbreviation inside a sentence ("U.S.", "P.").
+    ("McCague"), apostrophes inside names ("O'Gorman"), the period of an
+    abbreviation inside a sentence ("U.S.", "P."), clitics written apart
+    ("Germany 's"), currencies ("C$") and phone prefixes ("+44"). Sentences
+    that syntok split where no sentence ends are joined again (_continues).
     """
     sentences: list[list[Token]] = []
     for paragraph in segmenter.analyze(text):
+        paragraph_start = len(sentences)
         for sentence in paragraph:
             pieces = [t for t in sentence if t.value]  # syntok ends a text with an empty token
             tokens: list[Token] = []
@@ -76,9 +88,25 @@ def tokenize(text: str) -> list[list[Token]]:
                     tokens[-1] = Token(text[tokens[-1].start : end], tokens[-1].start, end)
                 else:
                     tokens.append(Token(piece.value, piece.offset, end))
-            if tokens:
+            if not tokens:
+                continue
+            if len(sentences) > paragraph_start and _continues(sentences[-1], tokens, text):
+                sentences[-1] += tokens
+            else:
                 sentences.append(tokens)
     return sentences
+
+
+def _continues(previous: list[Token], tokens: list[Token], text: str) -> bool:
+    """Whether syntok split a sentence where none ends: after no final
+    punctuation ("Mladost (L) | 4 2 1 1", a table's row), or before a lone
+    closing quote; a line break always ends a sentence (lists, headlines)."""
+    if "\n" in text[previous[-1].end : tokens[0].start]:
+        return False
+    if not any(ch.isalnum() for token in tokens for ch in token.text):
+        return True
+    last = next((t.text for t in reversed(previous) if t.text not in _CLOSERS), "")
+    return last not in _SENTENCE_ENDS
 
 
 def _joins_previous(previous: str, spacing: str, value: str, last_in_sentence: bool) -> bool:
@@ -88,11 +116,27 @@ def _joins_previous(previous: str, spacing: str, value: str, last_in_sentence: b
         return set(spacing) <= _HYPHENS
     if previous[-1].isalpha() and value[0].isupper():
         return True
+    if len(previous) == 1 and previous in _APOSTROPHES:
+        # A clitic written apart from its word ("Germany 's"): syntok splits
+        # off the apostrophe, CoNLL keeps "'s" whole.
+        return "'" + value.lower() in _CLITICS
+    if value == "$" and previous.isalpha() and len(previous) <= _CURRENCY_PREFIX:
+        return True  # "C$", "US$", "HK$"
+    if previous == "+" and value[0].isdigit():
+        return True  # "+44"
     if value[0] in _APOSTROPHES and len(value) > 1:
         clitic = "'" + value[1:].lower()
         return previous[-1].isalpha() and clitic not in _CLITICS
-    # A period the segmenter did not end the sentence with belongs to an abbreviation.
-    return value == "." and not last_in_sentence and previous[-1].isalnum()
+    # A period the segmenter did not end the sentence with, after what looks
+    # like an abbreviation; not after any word, as "paris. angela" (syntok
+    # does not end a sentence before a lower-case word) must stay "paris" ".".
+    return value == "." and not last_in_sentence and _abbreviation(previous)
+
+
+def _abbreviation(word: str) -> bool:
+    """"U.S" (of "U.S."), an initial ("P"), a number ("1." in a list) or a
+    common abbreviation ("Inc", "vs")."""
+    return "." in word or (len(word) == 1 and word.isalpha()) or word.isdigit() or word.lower() in _ABBREVIATIONS
 
 
 def align_data(data: dict[str, list[str]]) -> dict[str, str]:

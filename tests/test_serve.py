@@ -48,6 +48,25 @@ def test_conll_conventions():
     assert words("He lives in Paris.") == [["He", "lives", "in", "Paris", "."]]
 
 
+def test_conll_tokens_written_apart_stay_whole():
+    # Text written as CoNLL's tokens joined by spaces, as the case scores feed it.
+    assert words("Germany 's team won C$ 5 , call +44 171 .") == [
+        ["Germany", "'s", "team", "won", "C$", "5", ",", "call", "+44", "171", "."]
+    ]
+    # A period after a word that is no abbreviation stays apart in lowercase
+    # text too, where syntok ends no sentence before the next word.
+    assert words("i love paris. angela merkel left.") == [["i", "love", "paris", ".", "angela", "merkel", "left", "."]]
+    assert words("Apple Inc. beat Samsung Co. on Monday") == [["Apple", "Inc.", "beat", "Samsung", "Co.", "on", "Monday"]]
+
+
+def test_sentences_split_where_none_ends_are_joined_again():
+    # syntok ends a sentence after a table row's ")" and before a lone closing quote.
+    assert words("Mladost ( L ) 4 2 1 1 8 5 7") == [["Mladost", "(", "L", ")", "4", "2", "1", "1", "8", "5", "7"]]
+    assert words('SHARETSKY \'S CHARGE . "') == [["SHARETSKY", "'S", "CHARGE", ".", '"']]
+    # A line break still ends a sentence.
+    assert words("Mladost (L)\n4 2 1") == [["Mladost", "(", "L", ")"], ["4", "2", "1"]]
+
+
 def test_empty_and_whitespace_text_have_no_sentences():
     assert tokenize("") == []
     assert tokenize(" \n\t ") == []
