@@ -13,6 +13,7 @@ on each later token; then no I-X (or the sentence ends).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,8 +25,8 @@ from model.tags import entity_spans
 # shrink a path's weight by exp(-range), and float64 ends near exp(-745).
 MAX_SPREAD = 600.0
 
-# forward_backward(emissions, lengths, transitions, start, end) -> (alpha, beta, log_z)
-ForwardBackward = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+# (emissions, lengths) -> (alpha, beta, log_z), as ForwardBackward(transitions, start, end) gives
+ForwardBackwardFunction = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -48,70 +49,83 @@ def logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     return np.log(np.exp(x - peak).sum(axis=axis)) + np.squeeze(peak, axis)
 
 
-def forward(emissions: np.ndarray, transitions: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """alpha[r, b, t, j]: log of the summed exp-scores of every path over tokens
-    0..t that ends in tag j, emission at t included, for R CRFs at once:
-    emissions [R, batch, time, tags], transitions [R, tags, tags], start [R, tags].
-    Rows past a sequence's length are computed too and mean nothing (no mask: faster).
-
-    One step is logsumexp_i(alpha[i] + transitions[i, j]) + emission[j]. It is
-    taken as a product of exponentials, shifted so that no factor exceeds 1,
-    and the vectors are rescaled only as often as float64 needs; the logs of
-    the shifts and scales are added back after the loop. The same numbers as
-    logsumexp, with two numpy calls a step (a short sentence is all call overhead).
-    """
-    num_tags = emissions.shape[-1]
-    shift = transitions.max(axis=1)  # each column's largest transition becomes exp(0)
-    exp_transitions = np.exp(transitions - shift[:, None])
-    scores = np.moveaxis(emissions + shift[:, None, None], 2, 0)  # time first: each step one block
-    scores[0] = emissions[:, :, 0] + start[:, None]
-    peaks = scores.max(axis=3)
-    weights = np.exp(scores - peaks[..., None])
-    # A step multiplies a vector's sum by at most num_tags and its largest entry
-    # by at least exp(-spread): rescale before either could leave float64's range
-    # (a trained CRF's spread is tens; EntityScorer refuses one over MAX_SPREAD).
-    spread = float((transitions.max(axis=(1, 2)) - transitions.min(axis=(1, 2))).max())
-    rescale_every = max(1, int(600 / (spread + np.log(num_tags))))
-    log_scales = np.zeros_like(peaks)
-    unnormalized = np.empty_like(weights)
-    vector = unnormalized[0] = weights[0]
-    for t in range(1, len(weights)):
-        if t % rescale_every == 0:
-            total = vector.sum(axis=2, keepdims=True)
-            vector = vector / total
-            log_scales[t] = np.log(total[..., 0])
-        vector = np.multiply(vector @ exp_transitions, weights[t], out=unnormalized[t])
-    offsets = np.cumsum(peaks + log_scales, axis=0)
-    with np.errstate(divide="ignore"):  # a path weight below 1e-308 is log 0 = -inf: fine
-        return np.moveaxis(np.log(unnormalized) + offsets[..., None], 0, 2)
-
-
-def reverse_each(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Each sequence's first `length` steps in reverse order; padding stays put."""
-    steps = np.arange(x.shape[1])[None]
+def reversal(lengths: np.ndarray, time: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index that puts each sequence's first `length` steps in reverse
+    order, padding left in place, as x[reversal(lengths, time)]; applied
+    twice, it gives x back."""
+    steps = np.arange(time)
     order = np.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
-    return x[np.arange(len(x))[:, None], order]
+    return np.arange(len(lengths))[:, None], order
 
 
-def forward_backward(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
-                     start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """alpha and beta [batch, time, tags] and log Z [batch], in float64.
+class ForwardBackward:
+    """Forward-backward under one CRF; what depends only on the CRF is
+    computed once, as a short sentence's cost is mostly numpy's call overhead.
 
-    beta[b, t, j] is the log of the summed exp-scores of every way to finish
-    the sentence after token t, given tag j at t (the end score included).
     The backward pass is the forward pass over each sentence reversed, with
     transposed transitions and the end scores as start (no padding mask
-    needed), run in the same loop as the forward pass.
+    needed). Both run in one loop, as one chain of twice the tags whose step
+    matrix holds the two directions' transitions as diagonal blocks.
+
+    A step is logsumexp_i(alpha[i] + transitions[i, j]) + emission[j], taken as
+    a product of exponentials, shifted so that no factor exceeds 1; the vectors
+    are rescaled only as often as float64 needs, and the logs of the shifts and
+    scales are added back after the loop: the numbers of logsumexp, with two
+    numpy calls a step.
     """
-    emissions = emissions.astype(np.float64)
-    transitions, start, end = (np.asarray(a, np.float64) for a in (transitions, start, end))
-    both = forward(np.stack([emissions, reverse_each(emissions, lengths)]),
-                   np.stack([transitions, transitions.T]), np.stack([start, end]))
-    alpha = both[0]
-    # The reversed pass gives beta + the emission, reversed.
-    beta = reverse_each(both[1], lengths) - emissions
-    last = alpha[np.arange(len(alpha)), lengths - 1]
-    return alpha, beta, logsumexp(last + end, axis=1)
+
+    def __init__(self, transitions: np.ndarray, start: np.ndarray, end: np.ndarray):
+        transitions = np.asarray(transitions, np.float64)
+        self.num_tags = len(transitions)
+        directions = np.stack([transitions, transitions.T])
+        self.shift = directions.max(axis=1)  # [2, tags]: each column's largest transition becomes exp(0)
+        self.step = np.zeros((2 * self.num_tags, 2 * self.num_tags))
+        for direction in range(2):
+            block = slice(direction * self.num_tags, (direction + 1) * self.num_tags)
+            self.step[block, block] = np.exp(directions[direction] - self.shift[direction][None])
+        self.first = np.stack([start, end]).astype(np.float64)
+        self.end = np.asarray(end, np.float64)
+        # A step multiplies a vector's sum by at most num_tags and its largest
+        # entry by at least exp(-spread): rescale before either could leave
+        # float64's range (a trained CRF's spread is tens; EntityScorer refuses
+        # one over MAX_SPREAD).
+        self.rescale_every = max(1, int(600 / (np.ptp(transitions) + np.log(self.num_tags))))
+
+    def __call__(self, emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """alpha and beta [batch, time, tags] and log Z [batch], in float64.
+
+        alpha[b, t, j]: the log of the summed exp-scores of every path over
+        tokens 0..t that ends in tag j, emission at t included. beta[b, t, j]:
+        the same for every way to finish the sentence after token t, given tag
+        j at t (the end score included). Rows past a sequence's length mean nothing.
+        """
+        emissions = np.asarray(emissions, np.float64)
+        batch, time, num_tags = emissions.shape
+        reverse = reversal(lengths, time)
+        directions = np.stack([emissions, emissions[reverse]], axis=2)  # [batch, time, 2, tags]
+        scores = directions + self.shift
+        scores[:, 0] = directions[:, 0] + self.first
+        scores = scores.transpose(1, 0, 2, 3)  # time first: each step one block
+        peaks = scores.max(axis=3)
+        weights = np.exp(scores - peaks[..., None]).reshape(time, batch, 2 * num_tags)
+        log_scales = np.zeros_like(peaks)
+        unnormalized = np.empty_like(weights)
+        vector = unnormalized[0] = weights[0]
+        for t in range(1, time):
+            if t % self.rescale_every == 0:
+                total = vector.reshape(batch, 2, num_tags).sum(axis=2)
+                vector = (vector.reshape(batch, 2, num_tags) / total[..., None]).reshape(batch, 2 * num_tags)
+                log_scales[t] = np.log(total)
+            vector = np.multiply(vector @ self.step, weights[t], out=unnormalized[t])
+        offsets = np.cumsum(peaks + log_scales, axis=0)
+        with np.errstate(divide="ignore"):  # a path weight below 1e-308 is log 0 = -inf: fine
+            both = np.log(unnormalized.reshape(time, batch, 2, num_tags)) + offsets[..., None]
+        both = both.transpose(1, 0, 2, 3)
+        alpha = both[:, :, 0]
+        # The reversed pass gives beta + the emission, reversed.
+        beta = both[:, :, 1][reverse] - emissions
+        last = alpha[np.arange(batch), lengths - 1]
+        return alpha, beta, logsumexp(last + self.end, axis=1)
 
 
 def tag_marginals(alpha: np.ndarray, beta: np.ndarray, log_z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -120,38 +134,56 @@ def tag_marginals(alpha: np.ndarray, beta: np.ndarray, log_z: np.ndarray, length
     return np.exp(np.where(inside, alpha + beta - log_z[:, None, None], -np.inf))
 
 
-def span_log_probabilities(alpha: np.ndarray, beta: np.ndarray, log_z: np.ndarray, emissions: np.ndarray,
-                           lengths: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray,
-                           spans: np.ndarray) -> np.ndarray:
-    """log p(exactly this entity) for each span row (sentence, first token, one
-    past the last token, B-X tag id, I-X tag id): [spans]."""
-    emissions = emissions.astype(np.float64)
-    transitions, start, end = (np.asarray(a, np.float64) for a in (transitions, start, end))
-    b, first, stop, begin, inside = spans.T
-    rows = np.arange(len(spans))
-    inner = stop - first - 1  # tokens after the first, all I-X
-    cumulative = np.cumsum(emissions, axis=1)
-    inner_scores = (cumulative[b, stop - 1, inside] - cumulative[b, first, inside]
-                    + np.maximum(inner - 1, 0) * transitions[inside, inside])
+def _logaddexp(a: float, b: float) -> float:
+    if a == b == -math.inf:
+        return -math.inf
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
+
+def _log1mexp(x: float) -> float:
+    """log(1 - exp(x)) for x <= 0; -inf at 0 (rounding above 0 counts as 0)."""
+    share = math.exp(x)
+    return math.log1p(-share) if share < 1.0 else -math.inf
+
+
+def span_log_probability(alpha: np.ndarray, beta: np.ndarray, log_z: float, emissions: np.ndarray,
+                         transitions: np.ndarray, length: int, first: int, stop: int, begin: int, inside: int) -> float:
+    """log p(exactly this entity) in one sentence: tokens first..stop-1, B-X
+    tag id `begin`, I-X tag id `inside`; alpha, beta [time, tags], log Z and
+    the emissions as ForwardBackward gives them for the sentence.
+
+    The sums over a neighbour's tags come from alpha and beta themselves: the
+    paths into I-X at the first token that come from no X tag are all of
+    alpha's paths there less the share from B-X and I-X; the ways on after the
+    last token without I-X are all of beta's ways less the share through I-X.
+    1 - share is taken in log space (_log1mexp), exact to within float64's
+    rounding of the probabilities. The start and end scores are in alpha and beta.
+    Scalar Python: a request has a few entities a sentence, and each numpy
+    call on so little costs more than the arithmetic.
+    """
+    stay = float(transitions[inside, inside])
+    inner = sum(float(emissions[t, inside]) + stay for t in range(first + 1, stop))  # I-X after I-X
+
+    def closing(last: int) -> float:
+        """Any tag but I-X after the entity's last tag, or the sentence's end."""
+        every_way = float(beta[stop - 1, last])
+        if stop == length:
+            return every_way
+        through_inside = float(transitions[last, inside] + emissions[stop, inside] + beta[stop, inside])
+        return every_way + _log1mexp(through_inside - every_way)
+
+    single = stop - first == 1
     # The entity opens with B-X ...
-    by_begin = alpha[b, first, begin] + np.where(inner > 0, transitions[begin, inside], 0.0)
+    by_begin = float(alpha[first, begin]) + (0.0 if single else float(transitions[begin, inside] - stay))
+    by_begin += closing(begin if single else inside)
     # ... or with I-X after no X tag (or at the sentence start).
-    before = alpha[b, np.maximum(first - 1, 0)] + transitions[:, inside].T
-    before[rows, begin] = before[rows, inside] = -np.inf
-    entry = np.where(first > 0, logsumexp(before, axis=1), start[inside])
-    by_inside = entry + emissions[b, first, inside] + np.where(inner > 0, transitions[inside, inside], 0.0)
-
-    # Then any tag but I-X, or the sentence's end; the two openings at once.
-    last = np.concatenate([np.where(inner > 0, inside, begin), inside])
-    twice = np.concatenate([b, b])
-    at = np.minimum(np.concatenate([stop, stop]), emissions.shape[1] - 1)
-    after = transitions[last] + emissions[twice, at] + beta[twice, at]
-    after[np.arange(len(twice)), np.concatenate([inside, inside])] = -np.inf
-    ends = np.concatenate([stop, stop]) == lengths[twice]
-    closing = np.where(ends, end[last], logsumexp(after, axis=1)).reshape(2, -1)
-    opened = np.stack([by_begin, by_inside]) + closing
-    return logsumexp(opened, axis=0) + inner_scores - log_z[b]
+    by_inside = float(alpha[first, inside])
+    if first > 0:
+        from_x = _logaddexp(float(alpha[first - 1, begin] + transitions[begin, inside]),
+                            float(alpha[first - 1, inside]) + stay)
+        by_inside += _log1mexp(from_x + float(emissions[first, inside]) - float(alpha[first, inside]))
+    by_inside += closing(inside)
+    return _logaddexp(by_begin, by_inside) + inner - log_z
 
 
 class EntityScorer:
@@ -165,24 +197,26 @@ class EntityScorer:
         self.tags = tags
         self.temperature = temperature
         self.crf = tuple(np.asarray(a, np.float64) / temperature for a in (transitions, start, end))
+        self.forward_backward = ForwardBackward(*self.crf)
         index = {tag: i for i, tag in enumerate(tags)}
         # Types with both tags; a toy model's tag set may lack one (its entities get no score).
         self.tag_ids = {tag[2:]: (index[tag], index["I-" + tag[2:]])
                         for tag in tags if tag.startswith("B-") and "I-" + tag[2:] in index}
 
     def score(self, emissions: np.ndarray, lengths: np.ndarray, paths: list[list[int]],
-              forward_backward: ForwardBackward = forward_backward) -> list[np.ndarray]:
+              forward_backward: ForwardBackwardFunction | None = None) -> list[np.ndarray]:
         """Per sentence, a [tokens] array: the probability of the entity that
-        starts at each token, NaN where none starts (ScoredTags.scores)."""
+        starts at each token, NaN where none starts (ScoredTags.scores).
+        forward_backward: another implementation under this scorer's CRF
+        (the TensorFlow backend's); by default, numpy's."""
         scores = [np.full(length, np.nan) for length in lengths]
-        spans = np.array([(b, s.start, s.end, *self.tag_ids[s.type])
-                          for b, path in enumerate(paths)
-                          for s in entity_spans([self.tags[t] for t in path]) if s.type in self.tag_ids],
-                         dtype=np.int64).reshape(-1, 5)
-        if len(spans):
-            emissions = emissions / self.temperature
-            alpha, beta, log_z = forward_backward(emissions, lengths, *self.crf)
-            probabilities = np.exp(span_log_probabilities(alpha, beta, log_z, emissions, lengths, *self.crf, spans))
-            for (b, first, *_), probability in zip(spans, probabilities, strict=True):
-                scores[b][first] = min(probability, 1.0)
+        spans = [(b, span) for b, path in enumerate(paths)
+                 for span in entity_spans([self.tags[t] for t in path]) if span.type in self.tag_ids]
+        if spans:
+            emissions = np.asarray(emissions, np.float64) / self.temperature
+            alpha, beta, log_z = (forward_backward or self.forward_backward)(emissions, lengths)
+            for b, span in spans:
+                log_probability = span_log_probability(alpha[b], beta[b], log_z[b], emissions[b], self.crf[0],
+                                                       lengths[b], span.start, span.end, *self.tag_ids[span.type])
+                scores[b][span.start] = min(math.exp(log_probability), 1.0)
         return scores

@@ -85,7 +85,7 @@ def random_crf64(seed: int):
 @pytest.mark.parametrize("seed", range(3))
 def test_tensorflow_forward_backward_matches_numpy(seed):
     emissions, lengths, transitions, start, end = random_crf64(seed)
-    numpy_result = marginals.forward_backward(emissions, lengths, transitions, start, end)
+    numpy_result = marginals.ForwardBackward(transitions, start, end)(emissions, lengths)
     traced = tf.function(forward_backward)  # as the TensorFlow backend runs it
     tensorflow_result = traced(tf.constant(emissions), tf.constant(lengths), transitions, start, end)
     inside = np.arange(lengths.max())[None] < lengths[:, None]

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from model.marginals import EntityScorer, forward_backward, span_log_probabilities, tag_marginals
+from model.marginals import EntityScorer, ForwardBackward, span_log_probability, tag_marginals
 from model.tags import entity_spans
 
 TAGS = ["O", "B-A", "I-A", "B-B", "I-B"]
@@ -45,7 +45,7 @@ def entity_probabilities(paths: dict[tuple, float]) -> dict[tuple, float]:
 @pytest.mark.parametrize("seed", range(3))
 def test_tag_marginals_are_the_summed_path_probabilities(seed):
     emissions, transitions, start, end = random_crf(seed)
-    alpha, beta, log_z = forward_backward(emissions, LENGTHS, transitions, start, end)
+    alpha, beta, log_z = ForwardBackward(transitions, start, end)(emissions, LENGTHS)
     marginals = tag_marginals(alpha, beta, log_z, LENGTHS)
     for b, length in enumerate(LENGTHS):
         expected = np.zeros((LENGTHS.max(), len(TAGS)))
@@ -58,7 +58,7 @@ def test_tag_marginals_are_the_summed_path_probabilities(seed):
 @pytest.mark.parametrize("scale", [10.0, 60.0])  # peaked, as a trained CRF is; 60: rescaled at every step
 def test_each_tokens_marginals_sum_to_one(seed, scale):
     emissions, transitions, start, end = random_crf(seed, scale)
-    marginals = tag_marginals(*forward_backward(emissions, LENGTHS, transitions, start, end), LENGTHS)
+    marginals = tag_marginals(*ForwardBackward(transitions, start, end)(emissions, LENGTHS), LENGTHS)
     inside = np.arange(LENGTHS.max())[None] < LENGTHS[:, None]
     np.testing.assert_allclose(marginals.sum(axis=2), inside.astype(float), atol=1e-12)
 
@@ -67,12 +67,12 @@ def test_each_tokens_marginals_sum_to_one(seed, scale):
 @pytest.mark.parametrize("scale", [1.0, 60.0])  # 60: the forward pass rescales at every step
 def test_every_entity_probability_against_enumeration(seed, scale):
     emissions, transitions, start, end = random_crf(seed, scale)
-    fb = forward_backward(emissions, LENGTHS, transitions, start, end)
+    alpha, beta, log_z = ForwardBackward(transitions, start, end)(emissions, LENGTHS)
     for b, length in enumerate(LENGTHS):
         expected = entity_probabilities(path_probabilities(emissions[b], length, transitions, start, end))
-        spans = np.array([(b, first, stop, TAGS.index("B-" + kind), TAGS.index("I-" + kind))
-                          for first, stop, kind in expected])
-        got = np.exp(span_log_probabilities(*fb, emissions, LENGTHS, transitions, start, end, spans))
+        got = [np.exp(span_log_probability(alpha[b], beta[b], log_z[b], emissions[b], transitions, length,
+                                           first, stop, TAGS.index("B-" + kind), TAGS.index("I-" + kind)))
+               for first, stop, kind in expected]
         np.testing.assert_allclose(got, list(expected.values()), atol=1e-12)
 
 

@@ -104,7 +104,8 @@ class TensorFlowTagger:
         batch = self.vocab.encode(sentences)
         emissions, paths = self._emissions_and_paths(batch.word_ids, batch.char_ids, batch.casing_ids, batch.lengths)
         paths = [path[:length].tolist() for path, length in zip(paths.numpy(), batch.lengths, strict=True)]
-        scores = self.scorer.score(emissions.numpy(), batch.lengths, paths, _tensorflow_forward_backward)
+        scores = self.scorer.score(emissions.numpy(), batch.lengths, paths,
+                                   lambda e, lengths: _tensorflow_forward_backward(e, lengths, *self.scorer.crf))
         return [ScoredTags([self.vocab.tags[t] for t in path], s) for path, s in zip(paths, scores, strict=True)]
 
     def _decode(self, sentences: list[list[str]]) -> list[list[int]]:
@@ -120,7 +121,7 @@ def _traced_forward_backward(emissions, lengths, transitions, start, end):
 
 def _tensorflow_forward_backward(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
                                  start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
-    """model.training.crf.forward_backward in float64, as model.marginals.ForwardBackward."""
+    """model.training.crf.forward_backward in float64, as model.marginals.ForwardBackward gives it."""
     tensors = [tf.constant(np.asarray(a, np.float64)) for a in (emissions, transitions, start, end)]
     alpha, beta, log_z = _traced_forward_backward(tensors[0], tf.constant(lengths, tf.int32), *tensors[1:])
     return alpha.numpy(), beta.numpy(), log_z.numpy()
