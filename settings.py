@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model import files
 from model.backends import BACKENDS
 
 ROOT = Path(__file__).resolve().parent
@@ -70,7 +71,7 @@ VARIABLES = (
              "port gunicorn listens on (Heroku sets it)", whole_number(1, 65535)),
     Variable("WEB_CONCURRENCY", "2", "a whole number of 1 or more",
              "gunicorn worker processes", whole_number(1)),
-    Variable("NER_MODEL_DIR", "results/crf", "a directory path",
+    Variable("NER_MODEL_DIR", files.COMMITTED_MODEL_DIR.relative_to(ROOT).as_posix(), "a directory path",
              "the model directory (relative to the repository root)", directory),
     Variable("NER_BACKEND", "onnx", " or ".join(BACKENDS),
              "onnx (the lean runtime) or tensorflow (the reference; needs requirements-train.txt)",

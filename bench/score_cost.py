@@ -27,10 +27,6 @@ LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.
 LATENCY_CALLS = 1000
 
 
-
-
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR)
