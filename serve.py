@@ -91,7 +91,11 @@ def tokenize(text: str) -> list[list[Token]]:
             if not tokens:
                 continue
             if len(sentences) > paragraph_start and _continues(sentences[-1], tokens, text):
-                sentences[-1] += tokens
+                previous = sentences[-1]
+                if _period_after_abbreviation(previous):
+                    word, period = previous[-2:]
+                    previous[-2:] = [Token(text[word.start : period.end], word.start, period.end)]
+                previous += tokens
             else:
                 sentences.append(tokens)
     return sentences
@@ -99,11 +103,12 @@ def tokenize(text: str) -> list[list[Token]]:
 
 def _continues(previous: list[Token], tokens: list[Token], text: str) -> bool:
     """Whether syntok split a sentence where none ends: after no final
-    punctuation ("Mladost (L) | 4 2 1 1", a table's row), or before a lone
+    punctuation ("Mladost (L) | 4 2 1 1", a table's row), after an
+    abbreviation's period ("ST. | LOUIS", in upper-case text), or before a lone
     closing quote; a line break always ends a sentence (lists, headlines)."""
     if "\n" in text[previous[-1].end : tokens[0].start]:
         return False
-    if not any(ch.isalnum() for token in tokens for ch in token.text):
+    if not any(ch.isalnum() for token in tokens for ch in token.text) or _period_after_abbreviation(previous):
         return True
     last = next((t.text for t in reversed(previous) if t.text not in _CLOSERS), "")
     return last not in _SENTENCE_ENDS
@@ -131,6 +136,15 @@ def _joins_previous(previous: str, spacing: str, value: str, last_in_sentence: b
     # like an abbreviation; not after any word, as "paris. angela" (syntok
     # does not end a sentence before a lower-case word) must stay "paris" ".".
     return value == "." and not last_in_sentence and _abbreviation(previous)
+
+
+def _period_after_abbreviation(sentence: list[Token]) -> bool:
+    """The sentence ends with a period right after an abbreviation or an
+    initial ("ST" ".", "INC" "."); not after a number ("in 1996.")."""
+    if len(sentence) < 2:
+        return False
+    word, period = sentence[-2:]
+    return period.text == "." and word.end == period.start and word.text.isalpha() and _abbreviation(word.text)
 
 
 def _abbreviation(word: str) -> bool:

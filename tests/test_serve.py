@@ -63,6 +63,9 @@ def test_sentences_split_where_none_ends_are_joined_again():
     # syntok ends a sentence after a table row's ")" and before a lone closing quote.
     assert words("Mladost ( L ) 4 2 1 1 8 5 7") == [["Mladost", "(", "L", ")", "4", "2", "1", "1", "8", "5", "7"]]
     assert words('SHARETSKY \'S CHARGE . "') == [["SHARETSKY", "'S", "CHARGE", ".", '"']]
+    # In upper-case text syntok ends a sentence at an abbreviation's period; not so after a number.
+    assert words("ST. LOUIS-BASED MERCANTILE BANCORP INC. BY") == [["ST.", "LOUIS-BASED", "MERCANTILE", "BANCORP", "INC.", "BY"]]
+    assert words("He left in 1996. Then he came back.") == [["He", "left", "in", "1996", "."], ["Then", "he", "came", "back", "."]]
     # A line break still ends a sentence.
     assert words("Mladost (L)\n4 2 1") == [["Mladost", "(", "L", ")"], ["4", "2", "1"]]
 
