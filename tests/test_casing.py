@@ -1,4 +1,4 @@
-"""Sentences all in lower or upper case go to the caseless tagger, the rest to the cased one."""
+"""Sentences with no word capitalised as a name go to the caseless tagger, the rest to the cased one."""
 
 import pytest
 
@@ -11,6 +11,11 @@ from model.casing import CaseRouter, is_caseless
     (["LONDON", "1996-08-30"], True),
     (["I", "love", "Paris"], False),
     (["i", "met", "Obama"], False),
+    # Chat keeps acronyms; a name capitalised as news would have it is the cue.
+    (["i", "think", "NATO", "should", "meet", "in", "brussels"], True),
+    (["barack", "obama", "visited", "PARIS"], True),
+    (["I", "saw", "McCague"], False),
+    (["iPhone", "sales"], True),
     (["1996-08-30", "(", "4-1", ")"], False),  # no cased letter: the cased tagger, as before
     (["東京", "2020"], False),
     (["straße", "über"], True),
