@@ -76,12 +76,12 @@ class ForwardBackward:
 
     def __init__(self, transitions: np.ndarray, start: np.ndarray, end: np.ndarray):
         transitions = np.asarray(transitions, np.float64)
-        self.num_tags = len(transitions)
+        num_tags = len(transitions)
         directions = np.stack([transitions, transitions.T])
         self.shift = directions.max(axis=1)  # [2, tags]: each column's largest transition becomes exp(0)
-        self.step = np.zeros((2 * self.num_tags, 2 * self.num_tags))
+        self.step = np.zeros((2 * num_tags, 2 * num_tags))
         for direction in range(2):
-            block = slice(direction * self.num_tags, (direction + 1) * self.num_tags)
+            block = slice(direction * num_tags, (direction + 1) * num_tags)
             self.step[block, block] = np.exp(directions[direction] - self.shift[direction][None])
         self.first = np.stack([start, end]).astype(np.float64)
         self.end = np.asarray(end, np.float64)
@@ -89,7 +89,7 @@ class ForwardBackward:
         # entry by at least exp(-spread): rescale before either could leave
         # float64's range (a trained CRF's spread is tens; EntityScorer refuses
         # one over MAX_SPREAD).
-        self.rescale_every = max(1, int(600 / (np.ptp(transitions) + np.log(self.num_tags))))
+        self.rescale_every = max(1, int(600 / (np.ptp(transitions) + np.log(num_tags))))
 
     def __call__(self, emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """alpha and beta [batch, time, tags] and log Z [batch], in float64.
