@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,30 @@ def call_times_ms(tag: Callable[[list], object], batch: list, calls: int) -> lis
         tag(batch)
         times.append((time.perf_counter() - started) * 1000)
     return times
+
+
+def side_by_side(ways: dict[str, Callable[[list], object]], sentences: list[list[str]], latency_sentence: list[str],
+                 repeats: int, latency_calls: int) -> dict[str, dict[str, float]]:
+    """For each way of tagging, the batched tokens a second over `sentences`
+    ("tok/s") and the median ms of one call on `latency_sentence` ("ms"):
+    medians of `repeats` runs, the ways interleaved, after one warm-up call
+    each (every batch shape once)."""
+    tokens = sum(len(s) for s in sentences)
+    for tag in ways.values():
+        tag(sentences)
+    figures: dict[str, dict[str, list[float]]] = {name: {"tok/s": [], "ms": []} for name in ways}
+    for _ in range(repeats):
+        for name, tag in ways.items():
+            figures[name]["tok/s"].append(throughput(tag, sentences, tokens))
+            figures[name]["ms"].append(statistics.median(call_times_ms(tag, [latency_sentence], latency_calls)))
+    return {name: {k: statistics.median(v) for k, v in f.items()} for name, f in figures.items()}
+
+
+def print_side_by_side(medians: dict[str, dict[str, float]], tokens: int, repeats: int, latency_words: int) -> None:
+    print(f"test set, {tokens:,} tokens; medians of {repeats} runs; ONNX Runtime, one thread")
+    print(f"{'':<14} {'batched tok/s':>14} {f'{latency_words}-word sentence p50 ms':>24}")
+    for name, m in medians.items():
+        print(f"{name:<14} {m['tok/s']:>14,.0f} {m['ms']:>24.3f}")
 
 
 def pyplot():

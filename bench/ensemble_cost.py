@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import call_times_ms, machine, throughput, write_json
+from common import machine, print_side_by_side, side_by_side, write_json
 
 from model import files
 from model.runtime import OnnxTagger
@@ -41,13 +40,9 @@ def first_member(model: Path, target: Path) -> Path:
     return target
 
 
-
-
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", type=Path, default=ROOT / "results" / "crf")
+    parser.add_argument("--model", type=Path, default=files.COMMITTED_MODEL_DIR)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     sentences = [s.words for s in read_conll(DEFAULT_DATA_DIR / "test.txt")]
@@ -56,22 +51,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as single_dir:
         taggers = {"one network": OnnxTagger(first_member(args.model, Path(single_dir))),
                    "ensemble": OnnxTagger(args.model)}
-        figures: dict[str, dict[str, list[float]]] = {n: {"tok/s": [], "ms": []} for n in taggers}
-        for _ in range(args.repeats):
-            for name, tagger in taggers.items():
-                figures[name]["tok/s"].append(throughput(tagger.tag, sentences, tokens))
-                figures[name]["ms"].append(statistics.median(call_times_ms(tagger.tag, [latency_sentence], LATENCY_CALLS)))
-    medians = {n: {k: statistics.median(v) for k, v in f.items()} for n, f in figures.items()}
+        medians = side_by_side({name: tagger.tag for name, tagger in taggers.items()}, sentences, latency_sentence,
+                               args.repeats, LATENCY_CALLS)
     one, ensemble = medians["one network"], medians["ensemble"]
     result = {
         **machine(), "repeats": args.repeats, "tokens": tokens, "latency_words": LATENCY_WORDS,
         "members": files.count_members(args.model), "medians": medians,
         "batched_time_ratio": one["tok/s"] / ensemble["tok/s"], "latency_ratio": ensemble["ms"] / one["ms"],
     }
-    print(f"test set, {tokens:,} tokens; medians of {args.repeats} runs; ONNX Runtime, one thread")
-    print(f"{'':<12} {'batched tok/s':>14} {f'{LATENCY_WORDS}-word sentence ms':>20}")
-    for name, m in medians.items():
-        print(f"{name:<12} {m['tok/s']:>14,.0f} {m['ms']:>20.2f}")
+    print_side_by_side(medians, tokens, args.repeats, LATENCY_WORDS)
     print(f"the ensemble of {result['members']}: {result['batched_time_ratio']:.2f}x the batched time, "
           f"{result['latency_ratio']:.2f}x the latency")
     print(f"wrote {write_json('ensemble_cost.json', result)}")
