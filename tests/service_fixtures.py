@@ -4,6 +4,7 @@ each started once a session. Loaded as a plugin (pyproject.toml's addopts)."""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 from app import create_app, model_loader
 from serve import ModelApi, get_model_api
-from tests.launcher import Gunicorn, gunicorn
+from tests.launcher import HOST, Gunicorn, gunicorn
 
 # Small limits for the route tests, so that exceeding them costs little.
 TEST_LIMITS = {"MAX_CONTENT_LENGTH": 4096, "NER_MAX_TEXT_CHARS": 1000, "NER_MAX_TEXTS": 5}
@@ -32,6 +33,30 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
 def post_json(url: str, payload, timeout: float = 30) -> tuple[int, dict]:
     status, _, body = http("POST", url, json.dumps(payload).encode(), {"Content-Type": "application/json"}, timeout)
     return status, json.loads(body)
+
+
+def raw_request(port: int, head: bytes, body_parts: Iterator[bytes], timeout: float = 30) -> bytes:
+    """Send a request head and as much of the body as the server takes; the answer's bytes.
+    The socket stays open for writing: the server must answer without the rest."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(head)
+        try:
+            for part in body_parts:
+                sock.sendall(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed without reading the rest
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)  # a hang fails here after `timeout`
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def status_and_error(answer: bytes) -> tuple[int, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["error"]["code"]
 
 
 @pytest.fixture(scope="session")

@@ -15,18 +15,17 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
 
 from model.training.data import DEFAULT_DATA_DIR, read_conll
-from tests.launcher import gunicorn, poll
+from tests.launcher import HOST, gunicorn, poll
+from tests.service_fixtures import raw_request, status_and_error
 
 pytestmark = pytest.mark.slow
 
-HOST = "127.0.0.1"
 REQUEST_TIMEOUT_S = 30
 NAMES = ["Angela Merkel", "Barack Obama", "Tony Blair", "Jacques Chirac", "Boris Yeltsin", "Helmut Kohl"]
 CITIES = ["Washington", "Paris", "London", "Berlin", "Moscow", "Tokyo"]
@@ -212,30 +211,6 @@ def test_memory_stays_bounded_over_tens_of_thousands_of_requests(tmp_path):
         print(f"worker RSS {before} MB -> {after} MB over {MEMORY_REQUESTS} requests")
         for rss_before, rss_after in zip(before, after, strict=True):
             assert rss_after - rss_before < MEMORY_GROWTH_BOUND_MB
-
-
-def raw_request(port: int, head: bytes, body_parts: Iterator[bytes]) -> bytes:
-    """Send a request head and as much of the body as the server takes; the answer's bytes.
-    The socket stays open for writing: the server must answer without the rest."""
-    with socket.create_connection((HOST, port), timeout=REQUEST_TIMEOUT_S) as sock:
-        sock.sendall(head)
-        try:
-            for part in body_parts:
-                sock.sendall(part)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed without reading the rest
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            chunk = sock.recv(65536)  # a hang fails here after REQUEST_TIMEOUT_S
-            if not chunk:
-                break
-            answer += chunk
-        return answer
-
-
-def status_and_error(answer: bytes) -> tuple[int, str]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)["error"]["code"]
 
 
 @pytest.fixture(scope="module")
