@@ -330,8 +330,8 @@ def bounded_section(bounded: dict, windowing: dict) -> str:
     windows = table(["sequences", "windows (tokens, context)", "dev F1"],
                     [[r["sequences"], r["windows"], f"{r['dev_f1']:.2f}"] for r in windowing["rows"]])
     return f"""Run {info['date']}, commit {info['commit']}, load average at start
-{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}: the machine was shared with two training runs
-and other sessions' tests, so the seconds below are those of a busy machine, not of a quiet core. Two
+{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}: the seconds below are those of a machine that
+busy, not of a quiet core. Two
 servers side by side, 2 workers each: "baseline" is `{args['baseline_ref']}` with its own `gunicorn.conf.py`
 (sync workers), "this" the working tree (gthread, 32 threads).
 
