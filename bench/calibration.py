@@ -106,7 +106,7 @@ def main() -> None:
               f"ECE {f['ece']:.4f}")
         for t, at in f["at_threshold"].items():
             print(f"  min_score {t}: {at['kept']:,} kept, precision {at['precision']:.4f}, recall {at['recall']:.4f}")
-    result = {**machine(), "model": str(args.model), "version": model_api.info["version"],
+    result = {**machine(), "model": str(args.model), "version": model_api.info.get("version"),
               "temperature": temperature, "bins": BINS, "splits": figures}
     print(f"wrote {write_json('calibration.json', result)} and {FIGURE}")
 
