@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +112,11 @@ def throughput(tag: Callable[[list], object], batch: list, tokens: int) -> float
     started = time.perf_counter()
     tag(batch)
     return tokens / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (numpy's linear interpolation), as every benchmark reports p50 and p99."""
+    return float(np.percentile(values, q))
 
 
 def call_times_ms(tag: Callable[[list], object], batch: list, calls: int) -> list[float]:

@@ -42,6 +42,7 @@ from common import (
     launcher,
     machine,
     memory,
+    percentile,
     read_conll,
     throughput,
     write_json,
@@ -56,16 +57,6 @@ LATENCY_CALLS = 300  # a repeat
 REQUESTS = 200  # POST /api between the two memory readings
 REQUEST_MIN_WORDS = 8  # ordinary news sentences, not "-DOCSTART-" or a score line
 LOWERCASE_EVERY = 4  # every fourth request is lowercased
-
-
-
-
-
-
-def percentile(times: list[float], p: int) -> float:
-    return statistics.quantiles(times, n=100)[p - 1]
-
-
 
 
 def post(url: str, text: str) -> None:

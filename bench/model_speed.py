@@ -33,12 +33,10 @@ for _var in THREAD_VARIABLES:
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import machine
+from common import machine, percentile
 
 import serve
 from model import files
@@ -130,10 +128,6 @@ def spacy_engine() -> Engine:
 
 
 ENGINES = {"onnx": onnx_engine, "tensorflow": tensorflow_engine, "spacy": spacy_engine}
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
 
 
 def summarize(runs: dict, errors: dict, latency_runs: dict, tokens: int, sentences: int) -> dict:
