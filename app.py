@@ -205,19 +205,23 @@ def read_body(limit: int) -> bytes:
     """The request body; 413 when it is over `limit` bytes.
 
     Flask refuses a declared Content-Length over the limit before reading, but
-    a chunked body has none: Werkzeug then stops reading at the limit without
-    an error, so a body that fills it is taken as cut off. A body that cannot be
-    read is the client's doing: a malformed chunk, or a body that stops short
-    and times out (gunicorn.conf.py's BODY_READ_TIMEOUT_S).
+    a chunked body has none: it is read one byte past the limit, so that a body
+    of the limit passes as it does with a Content-Length. Under gunicorn the
+    worker has read the body whole already (buffered_worker.py), so a body that
+    cannot be read here is malformed: a bad chunk, or, under another server, a
+    body that ends before its end.
     """
     try:
-        body = request.get_data(cache=False)
-    except ClientDisconnected:  # Werkzeug: the body ended or stalled before its Content-Length
+        if request.content_length is None:
+            body = request.input_stream.read(limit + 1)
+        else:
+            body = request.get_data(cache=False)
+    except ClientDisconnected:  # Werkzeug: the body ended before its Content-Length
         raise ApiError(400, "incomplete_body", "the request body ended before its Content-Length") from None
-    except (ParseException, OSError) as error:  # a chunked body: gunicorn's InvalidChunkSize..., a read timeout
+    except (ParseException, OSError) as error:  # a chunked body: gunicorn's InvalidChunkSize...
         log.info("unreadable request body: %s", type(error).__name__)
         raise ApiError(400, "invalid_body", "the request body could not be read") from None
-    if request.content_length is None and len(body) >= limit:
+    if len(body) > limit:
         raise RequestEntityTooLarge()
     return body
 

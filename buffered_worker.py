@@ -1,0 +1,432 @@
+"""gunicorn's threaded worker, with requests read whole and answers written whole on its event loop.
+
+gunicorn's gthread worker hands a connection to a thread as soon as it has a
+byte, and the thread then waits on the client: a client that sends its request
+slowly, or reads its answer slowly, holds a thread (issue 22). This worker keeps
+the threads for the app only:
+
+- The event loop reads each request, head and body, into memory. A head must
+  arrive within HEAD_DEADLINE_S of the connection (or of the request's first
+  byte on a kept-alive connection), a body within a deadline sized to its
+  length. A connection that misses one is answered 408 and closed, with one
+  log line and a count.
+- The thread's answer is kept in memory, and the event loop writes it, within a
+  deadline sized to its length. An answer that cannot be written whole is
+  logged as cut.
+- On SIGTERM the listening socket is closed at once, so that new connections
+  are refused; requests in flight are answered within graceful_timeout, and any
+  request left unanswered then is logged.
+- gunicorn's own errors (400, 414, 431, 501...) are JSON, as the app's are.
+
+The request is still parsed by gunicorn, in the thread, from the bytes read
+here: where a request ends is gunicorn's decision, as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import selectors
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from http import HTTPStatus
+
+from gunicorn.http.body import LengthReader
+from gunicorn.http.parser import RequestParser
+from gunicorn.workers.gthread import ThreadWorker
+
+# A client sends its request line and headers within this many seconds.
+HEAD_DEADLINE_S = 10.0
+# A body, and an answer, have GRACE_S plus their length at MIN_CLIENT_RATE:
+# a 1 MiB body 20.5 s, a 12 MB answer 130 s.
+GRACE_S = 10.0
+MIN_CLIENT_RATE = 100_000  # bytes a second
+# A head larger than this is answered 431 without waiting for its end.
+MAX_HEAD_BYTES = 64 * 1024
+# Every request is in memory when the thread parses it; a read the parser still
+# makes (it never should) waits this long at most.
+STRAY_READ_TIMEOUT_S = 1.0
+RECV_BYTES = 256 * 1024
+# gunicorn's error messages quote the request; an error answer quotes this much of it.
+MAX_ERROR_MESSAGE_CHARS = 300
+# The longest X-Request-Id the logs keep (Heroku's router accepts 20 to 200 characters).
+MAX_REQUEST_ID_CHARS = 200
+# Seconds before the master's graceful_timeout that a stopping worker gives up (run).
+SHUTDOWN_LOG_MARGIN_S = 2
+# How far a chunked body is (scan_chunks).
+MORE, COMPLETE, TOO_LARGE = "more", "complete", "too large"
+
+
+def json_error(status: int, reason: str, code: str, message: str, allow_any_origin: bool) -> bytes:
+    """A complete HTTP/1.1 answer {"error": {"code", "message"}} that closes the connection."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    cors = "Access-Control-Allow-Origin: *\r\n" if allow_any_origin else ""
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n{cors}"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+@dataclass
+class Incoming:
+    """A request being received: its bytes so far and how its end is found."""
+
+    data: bytearray
+    deadline: float
+    allowed_s: float  # the seconds from the start of the head, or of the body, to the deadline
+    head_length: int | None = None  # once the head is in: its length, with the blank line
+    body_length: int | None = None  # a Content-Length body's length
+    chunked_at: int | None = None  # a chunked body: where the next chunk-size line starts
+    chunked_bytes: int = 0  # a chunked body: the bytes of its chunks so far
+    continue_sent: bool = False  # HTTP/1.1 100 Continue
+
+
+@dataclass
+class Outgoing:
+    """An answer being written."""
+
+    data: memoryview
+    deadline: float
+    started: float
+    done: Callable[[], None]
+    sent: int = 0
+
+
+@dataclass
+class InApp:
+    """A request the app is answering, for the shutdown log."""
+
+    line: str
+    started: float = field(default_factory=time.monotonic)
+
+
+_REQUEST_ID = re.compile(rb"\r\nx-request-id:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+def describe(request: bytes) -> str:
+    """A request for the log: its first line and X-Request-Id, quoted and
+    escaped by json.dumps (a client cannot forge a log line), and cut short."""
+    head = bytes(request[: request.find(b"\r\n\r\n") + 2])
+    request_id = _REQUEST_ID.search(head)
+    line = head.split(b"\r\n", 1)[0][:MAX_REQUEST_ID_CHARS].decode("latin-1")
+    request_id = request_id[1][:MAX_REQUEST_ID_CHARS].decode("latin-1") if request_id else "-"
+    return f"request={json.dumps(line)} request_id={json.dumps(request_id)}"
+
+
+class ThreadSocket:
+    """The connection's socket as the app's thread sees it: what the thread
+    writes is kept for the event loop to send, and a blocking read waits
+    STRAY_READ_TIMEOUT_S at most."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.written: list[bytes] = []
+
+    def sendall(self, data) -> None:
+        self.written.append(bytes(data))
+
+    def send(self, data) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def setblocking(self, flag: bool) -> None:
+        self.sock.settimeout(STRAY_READ_TIMEOUT_S if flag else 0.0)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
+class Recorder:
+    """Stands for a socket when gunicorn writes its HTML error page, to read its status line."""
+
+    def __init__(self):
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class BufferedThreadWorker(ThreadWorker):
+    """gthread's worker with requests and answers buffered on the event loop (module docstring)."""
+
+    allow_any_origin = True  # gunicorn.conf.py: whether NER_CORS_ORIGINS is *
+    max_body_bytes = 1024 * 1024  # gunicorn.conf.py: NER_MAX_BODY_BYTES
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.incoming: dict = {}  # TConn -> Incoming
+        self.outgoing: dict = {}  # TConn -> Outgoing
+        self.in_app: dict = {}  # TConn -> InApp
+        self.missed_deadlines = 0
+
+    # Reading requests
+
+    def enqueue_req(self, conn) -> None:
+        """Called by gthread with a connection that has (or will have) a request:
+        read it whole here first. Bytes the last request left (pipelining) are its start."""
+        leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        self.incoming[conn] = Incoming(bytearray(leftover), time.monotonic() + HEAD_DEADLINE_S, HEAD_DEADLINE_S)
+        conn.sock.setblocking(False)
+        if not self.check_request(conn):
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
+
+    def on_request_bytes(self, conn, _sock) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client left (or closed a kept-alive connection)
+            self.drop(conn)
+            return
+        self.incoming[conn].data += data
+        self.check_request(conn)
+
+    def check_request(self, conn) -> bool:
+        """Whether the connection is done with reading: its request whole and
+        handed to a thread, or answered here (408, 413, 431); else False."""
+        incoming = self.incoming[conn]
+        if incoming.head_length is None:
+            end = incoming.data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(incoming.data) > MAX_HEAD_BYTES:
+                    self.refuse(conn, 431, "Request Header Fields Too Large", "request_header_fields_too_large",
+                                f"the request head is over {MAX_HEAD_BYTES} bytes")
+                    return True
+                return False
+            if not self.read_framing(conn, incoming, end + 4):
+                return self.hand_over(conn)
+        if incoming.body_length is not None:
+            if incoming.body_length > self.max_body_bytes:
+                self.refuse(conn, 413, "Request Entity Too Large", "body_too_large", self.too_large_message())
+                return True
+            if len(incoming.data) - incoming.head_length < incoming.body_length:
+                self.send_continue(conn, incoming)
+                return False
+            return self.hand_over(conn)
+        progress = self.scan_chunks(incoming, self.max_body_bytes)
+        if progress == TOO_LARGE:
+            self.refuse(conn, 413, "Request Entity Too Large", "body_too_large", self.too_large_message())
+            return True
+        if progress == MORE:
+            self.send_continue(conn, incoming)
+            return False
+        return self.hand_over(conn)
+
+    def read_framing(self, conn, incoming: Incoming, head_length: int) -> bool:
+        """Read how the body ends from the head, parsed as gunicorn parses it;
+        False when gunicorn refuses the head (the thread then answers its error)."""
+        parser = RequestParser(self.cfg, [bytes(incoming.data[:head_length])], conn.client)
+        try:
+            request = next(parser)
+        except Exception:  # noqa: BLE001 - any error is gunicorn's to answer, from the thread
+            return False
+        incoming.head_length = head_length
+        incoming.continue_sent = not request._expected_100_continue
+        reader = request.body.reader if request.body is not None else None
+        if isinstance(reader, LengthReader):
+            incoming.body_length = reader.length
+        elif reader is None:
+            incoming.body_length = 0
+        else:
+            incoming.chunked_at = head_length
+        length = incoming.body_length if incoming.body_length is not None else self.max_body_bytes
+        incoming.allowed_s = GRACE_S + min(length, self.max_body_bytes) / MIN_CLIENT_RATE
+        incoming.deadline = time.monotonic() + incoming.allowed_s
+        return True
+
+    @staticmethod
+    def scan_chunks(incoming: Incoming, max_body_bytes: int) -> str:
+        """MORE, COMPLETE or TOO_LARGE: how far a chunked body is, scanned from
+        the first chunk not yet seen whole. A malformed size line counts as
+        complete: the thread's parser answers it."""
+        data = incoming.data
+        while True:
+            line_end = data.find(b"\r\n", incoming.chunked_at)
+            if line_end < 0:
+                return COMPLETE if len(data) - incoming.chunked_at > MAX_HEAD_BYTES else MORE
+            try:
+                size = int(bytes(data[incoming.chunked_at:line_end]).split(b";")[0], 16)
+            except ValueError:
+                return COMPLETE
+            if size == 0:  # the last chunk, then trailer fields and a blank line
+                return COMPLETE if data.find(b"\r\n\r\n", line_end) >= 0 else MORE
+            if incoming.chunked_bytes + size > max_body_bytes:
+                return TOO_LARGE
+            next_at = line_end + 2 + size + 2
+            if len(data) < next_at:
+                return MORE
+            incoming.chunked_bytes += size
+            incoming.chunked_at = next_at
+
+    def send_continue(self, conn, incoming: Incoming) -> None:
+        """A client that sent Expect: 100-continue waits for this before its body."""
+        if not incoming.continue_sent:
+            incoming.continue_sent = True
+            try:
+                conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                pass  # the body read fails or times out, and says so
+
+    def hand_over(self, conn) -> bool:
+        """The whole request to a thread, which parses it from memory."""
+        incoming = self.incoming.pop(conn)
+        self.unwatch(conn)
+        self.in_app[conn] = InApp(describe(incoming.data))
+        conn.sock = ThreadSocket(conn.sock)
+        conn.parser = RequestParser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(bytes(incoming.data))
+        conn.initialized = True  # gthread's own first read is skipped
+        super().enqueue_req(conn)
+        return True
+
+    def too_large_message(self) -> str:
+        # The app's own message for the same error (app.register_error_handlers).
+        return f"the request body is over {self.max_body_bytes} bytes"
+
+    def refuse(self, conn, status: int, reason: str, code: str, message: str) -> None:
+        """Answer an error here, without the app, and close."""
+        self.log.warning("refused a request from %s: %s %s", self.client_address(conn), status, message)
+        try:
+            conn.sock.send(json_error(status, reason, code, message, self.allow_any_origin))
+        except OSError:
+            pass
+        self.drop(conn)
+
+    # The app's thread
+
+    def handle_request(self, req, conn):
+        req._expected_100_continue = False  # the body is here already (send_continue asked for it)
+        return super().handle_request(req, conn)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """gunicorn's error (it logs it and picks the status), answered as JSON."""
+        page = Recorder()
+        super().handle_error(req, page, addr, exc)
+        status = HTTPStatus(int(page.data.split(b" ", 2)[1]))  # gunicorn's 501 says "Bad Request"
+        if status == HTTPStatus.INTERNAL_SERVER_ERROR:  # the app's words (app.register_error_handlers)
+            code, message = "internal_error", "internal server error"
+        else:
+            code, message = status.phrase.lower().replace(" ", "_"), str(exc)[:MAX_ERROR_MESSAGE_CHARS]
+        try:
+            client.sendall(json_error(status, status.phrase, code, message, self.allow_any_origin))
+        except OSError:
+            self.log.debug("Failed to send error message.")
+
+    # Writing answers
+
+    def finish_request(self, conn, fs) -> None:
+        thread_socket = conn.sock
+        if not isinstance(thread_socket, ThreadSocket):
+            super().finish_request(conn, fs)
+            return
+        conn.sock = thread_socket.sock
+        request = self.in_app.pop(conn, None)
+        conn.last_request = request.line if request else "-"
+        answer = b"".join(thread_socket.written)
+        if not answer:
+            super().finish_request(conn, fs)
+            return
+        now = time.monotonic()
+        self.outgoing[conn] = Outgoing(memoryview(answer), now + GRACE_S + len(answer) / MIN_CLIENT_RATE, now,
+                                       partial(super().finish_request, conn, fs))
+        conn.sock.setblocking(False)
+        if not self.write_answer(conn):
+            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.on_writable, conn))
+
+    def on_writable(self, conn, _sock) -> None:
+        self.write_answer(conn)
+
+    def write_answer(self, conn) -> bool:
+        """Send what the socket takes; True when the answer is done with (sent, or cut)."""
+        outgoing = self.outgoing[conn]
+        try:
+            while outgoing.sent < len(outgoing.data):
+                outgoing.sent += conn.sock.send(outgoing.data[outgoing.sent:])
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            self.cut(conn, errno.errorcode.get(error.errno, type(error).__name__))
+            return True
+        del self.outgoing[conn]
+        self.unwatch(conn)
+        outgoing.done()  # gthread: keep the connection alive, or close it
+        return True
+
+    def cut(self, conn, why: str) -> None:
+        outgoing = self.outgoing.pop(conn)
+        self.log.warning("answer cut: %s sent %d of %d bytes to %s in %.1f s (%s)",
+                         getattr(conn, "last_request", "-"), outgoing.sent, len(outgoing.data),
+                         self.client_address(conn), time.monotonic() - outgoing.started, why)
+        self.drop(conn)
+
+    # Deadlines, closing, shutdown
+
+    def murder_pending(self) -> None:
+        """gthread calls this about once a second: also close the connections past their deadline."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in [c for c, incoming in self.incoming.items() if incoming.deadline < now]:
+            self.missed_deadlines += 1
+            incoming = self.incoming[conn]
+            what = "request head" if incoming.head_length is None else "request body"
+            self.log.warning("closed a connection from %s: %s not complete within %.1f s, %d bytes received "
+                             "(%d so far in this worker)", self.client_address(conn), what,
+                             incoming.allowed_s, len(incoming.data), self.missed_deadlines)
+            try:
+                conn.sock.send(json_error(408, "Request Timeout", "request_timeout",
+                                          f"the {what} was not complete in time", self.allow_any_origin))
+            except OSError:
+                pass
+            self.drop(conn)
+        for conn in [c for c, outgoing in self.outgoing.items() if outgoing.deadline < now]:
+            self.cut(conn, "write deadline")
+
+    def drop(self, conn) -> None:
+        """Close a connection the event loop holds, whatever it was doing."""
+        self.incoming.pop(conn, None)
+        self.outgoing.pop(conn, None)
+        self.unwatch(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def unwatch(self, conn) -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass  # not registered
+
+    @staticmethod
+    def client_address(conn) -> str:
+        return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client or "unix socket")
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not self.alive:
+            # Stopping: close the listening socket now (the master closes its
+            # own), so that new connections are refused, not left waiting.
+            for listener in self.sockets:
+                listener.close()
+
+    def run(self) -> None:
+        # The master kills a worker still running at its graceful_timeout: a
+        # worker gives up a little earlier, to log what it leaves unanswered.
+        self.cfg.set("graceful_timeout", max(self.cfg.graceful_timeout - SHUTDOWN_LOG_MARGIN_S, 0))
+        super().run()
+        # graceful_timeout is over, or every connection is done: log what was not answered.
+        now = time.monotonic()
+        for request in list(self.in_app.values()):
+            self.log.error("shutdown: no answer sent for %s, in the app for %.1f s", request.line,
+                           now - request.started)
+        for conn, outgoing in self.outgoing.items():
+            self.log.error("shutdown: answer cut: %s sent %d of %d bytes", getattr(conn, "last_request", "-"),
+                           outgoing.sent, len(outgoing.data))
+        for conn, incoming in self.incoming.items():
+            self.log.warning("shutdown: closed a connection from %s with %d bytes of an incomplete request",
+                             self.client_address(conn), len(incoming.data))
