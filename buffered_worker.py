@@ -28,6 +28,7 @@ import errno
 import json
 import re
 import selectors
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ RECV_BYTES = 256 * 1024
 MAX_ERROR_MESSAGE_CHARS = 300
 # The longest X-Request-Id the logs keep (Heroku's router accepts 20 to 200 characters).
 MAX_REQUEST_ID_CHARS = 200
+# How long a closed connection is read from, for the client to read the end of
+# its answer (as gunicorn's util.close_graceful, but on the event loop).
+LINGER_S = 2.0
 # Seconds before the master's graceful_timeout that a stopping worker gives up (run).
 SHUTDOWN_LOG_MARGIN_S = 2
 # How far a chunked body is (scan_chunks).
@@ -162,6 +166,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.incoming: dict = {}  # TConn -> Incoming
         self.outgoing: dict = {}  # TConn -> Outgoing
         self.in_app: dict = {}  # TConn -> InApp
+        self.lingering: dict = {}  # socket -> when to close it
         self.missed_deadlines = 0
 
     # Reading requests
@@ -169,6 +174,8 @@ class BufferedThreadWorker(ThreadWorker):
     def enqueue_req(self, conn) -> None:
         """Called by gthread with a connection that has (or will have) a request:
         read it whole here first. Bytes the last request left (pipelining) are its start."""
+        if conn.parser is None:  # a new connection
+            conn.close = partial(self.close_lingering, conn)
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         self.incoming[conn] = Incoming(bytearray(leftover), time.monotonic() + HEAD_DEADLINE_S, HEAD_DEADLINE_S)
         conn.sock.setblocking(False)
@@ -313,7 +320,7 @@ class BufferedThreadWorker(ThreadWorker):
         if status == HTTPStatus.INTERNAL_SERVER_ERROR:  # the app's words (app.register_error_handlers)
             code, message = "internal_error", "internal server error"
         else:
-            code, message = status.phrase.lower().replace(" ", "_"), str(exc)[:MAX_ERROR_MESSAGE_CHARS]
+            code, message = re.sub("[^a-z]+", "_", status.phrase.lower()), str(exc)[:MAX_ERROR_MESSAGE_CHARS]
         try:
             client.sendall(json_error(status, status.phrase, code, message, self.allow_any_origin))
         except OSError:
@@ -387,6 +394,8 @@ class BufferedThreadWorker(ThreadWorker):
             self.drop(conn)
         for conn in [c for c, outgoing in self.outgoing.items() if outgoing.deadline < now]:
             self.cut(conn, "write deadline")
+        for sock in [s for s, deadline in self.lingering.items() if deadline < now]:
+            self.end_lingering(sock)
 
     def drop(self, conn) -> None:
         """Close a connection the event loop holds, whatever it was doing."""
@@ -395,6 +404,36 @@ class BufferedThreadWorker(ThreadWorker):
         self.unwatch(conn)
         self.nr_conns -= 1
         conn.close()
+
+    def close_lingering(self, conn, graceful: bool = True) -> None:
+        """Every close of a connection (TConn.close): half-close it, then read
+        until the client closes or LINGER_S, so that bytes it was still sending
+        do not make the kernel reset the connection and lose the answer's end.
+        gunicorn's own graceful close waits for that on the event loop."""
+        sock = conn.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, self.on_lingering_bytes)
+        except (OSError, ValueError, KeyError):  # gone already, or the worker is stopping
+            sock.close()
+            return
+        self.lingering[sock] = time.monotonic() + LINGER_S
+
+    def on_lingering_bytes(self, sock) -> None:
+        try:
+            if sock.recv(RECV_BYTES):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self.end_lingering(sock)
+
+    def end_lingering(self, sock) -> None:
+        del self.lingering[sock]
+        self.poller.unregister(sock)
+        sock.close()
 
     def unwatch(self, conn) -> None:
         try:
