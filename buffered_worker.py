@@ -51,6 +51,9 @@ MAX_HEAD_BYTES = 64 * 1024
 # makes (it never should) waits this long at most.
 STRAY_READ_TIMEOUT_S = 1.0
 RECV_BYTES = 256 * 1024
+# The bytes of unfinished requests a worker holds; a request that would take
+# more is answered 503. 32 MiB: 32 bodies of 1 MiB, or 500 heads of 64 KiB.
+MAX_BUFFERED_BYTES = 32 * 2**20
 # gunicorn's error messages quote the request; an error answer quotes this much of it.
 MAX_ERROR_MESSAGE_CHARS = 300
 # The longest X-Request-Id the logs keep (Heroku's router accepts 20 to 200 characters).
@@ -85,6 +88,7 @@ class Incoming:
     chunked_at: int | None = None  # a chunked body: where the next chunk-size line starts
     chunked_bytes: int = 0  # a chunked body: the bytes of its chunks so far
     continue_sent: bool = False  # HTTP/1.1 100 Continue
+    watched: bool = False  # registered with the poller
 
 
 @dataclass
@@ -167,7 +171,10 @@ class BufferedThreadWorker(ThreadWorker):
         self.outgoing: dict = {}  # TConn -> Outgoing
         self.in_app: dict = {}  # TConn -> InApp
         self.lingering: dict = {}  # socket -> when to close it
+        self.buffered_bytes = 0  # of the requests in self.incoming
         self.missed_deadlines = 0
+        if self.cfg.is_ssl:
+            raise RuntimeError("buffered_worker reads requests as plain bytes: terminate TLS in front of it")
 
     # Reading requests
 
@@ -178,22 +185,35 @@ class BufferedThreadWorker(ThreadWorker):
             conn.close = partial(self.close_lingering, conn)
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         self.incoming[conn] = Incoming(bytearray(leftover), time.monotonic() + HEAD_DEADLINE_S, HEAD_DEADLINE_S)
+        self.buffered_bytes += len(leftover)
         conn.sock.setblocking(False)
         if not self.check_request(conn):
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
+            self.read_request(conn)  # the bytes are often there already: no wait for the poller
 
-    def on_request_bytes(self, conn, _sock) -> None:
+    def read_request(self, conn, _sock=None) -> None:
+        """Read what the client has sent; wait on the poller for more until the request is whole."""
+        incoming = self.incoming[conn]
         try:
             data = conn.sock.recv(RECV_BYTES)
         except BlockingIOError:
-            return
+            data = None
         except OSError:
             data = b""
-        if not data:  # the client left (or closed a kept-alive connection)
+        if data == b"":  # the client left (or closed a kept-alive connection)
             self.drop(conn)
             return
-        self.incoming[conn].data += data
-        self.check_request(conn)
+        if data is not None:
+            if self.buffered_bytes + len(data) > MAX_BUFFERED_BYTES:
+                self.refuse(conn, 503, "Service Unavailable", "busy",
+                            "the server holds too many unfinished requests; retry shortly")
+                return
+            incoming.data += data
+            self.buffered_bytes += len(data)
+            if self.check_request(conn):
+                return
+        if not incoming.watched:
+            incoming.watched = True
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.read_request, conn))
 
     def check_request(self, conn) -> bool:
         """Whether the connection is done with reading: its request whole and
@@ -283,8 +303,7 @@ class BufferedThreadWorker(ThreadWorker):
 
     def hand_over(self, conn) -> bool:
         """The whole request to a thread, which parses it from memory."""
-        incoming = self.incoming.pop(conn)
-        self.unwatch(conn)
+        incoming = self.forget_incoming(conn)
         self.in_app[conn] = InApp(describe(incoming.data))
         conn.sock = ThreadSocket(conn.sock)
         conn.parser = RequestParser(self.cfg, conn.sock, conn.client)
@@ -397,11 +416,17 @@ class BufferedThreadWorker(ThreadWorker):
         for sock in [s for s, deadline in self.lingering.items() if deadline < now]:
             self.end_lingering(sock)
 
+    def forget_incoming(self, conn) -> Incoming | None:
+        incoming = self.incoming.pop(conn, None)
+        if incoming is not None:
+            self.buffered_bytes -= len(incoming.data)
+        self.unwatch(conn)
+        return incoming
+
     def drop(self, conn) -> None:
         """Close a connection the event loop holds, whatever it was doing."""
-        self.incoming.pop(conn, None)
+        self.forget_incoming(conn)
         self.outgoing.pop(conn, None)
-        self.unwatch(conn)
         self.nr_conns -= 1
         conn.close()
 

@@ -250,3 +250,15 @@ def test_a_request_left_unanswered_at_shutdown_is_logged(tmp_path):
         assert unanswered
         log = server.log.read_text()
         assert log.count('shutdown: no answer sent for request="POST /api HTTP/1.1"') == len(unanswered), log
+
+
+def test_a_client_that_expects_100_continue_gets_it_once_before_sending_its_body(server):
+    body = b'"I love Paris"'
+    with socket.create_connection((HOST, server.port), timeout=CLIENT_TIMEOUT_S) as sock:
+        sock.sendall(b"POST /api HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["tags"] == ["O", "O", "B-LOC"]
