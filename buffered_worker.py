@@ -99,6 +99,7 @@ class Outgoing:
     deadline: float
     started: float
     done: Callable[[], None]
+    sent_before: int  # by the app's thread
     sent: int = 0
 
 
@@ -124,16 +125,30 @@ def describe(request: bytes) -> str:
 
 
 class ThreadSocket:
-    """The connection's socket as the app's thread sees it: what the thread
-    writes is kept for the event loop to send, and a blocking read waits
-    STRAY_READ_TIMEOUT_S at most."""
+    """The connection's socket as the app's thread sees it. The thread sends
+    what the socket takes at once (most answers, whole); the rest is kept for
+    the event loop to send. A blocking read waits STRAY_READ_TIMEOUT_S at most."""
 
     def __init__(self, sock):
         self.sock = sock
-        self.written: list[bytes] = []
+        self.sent = 0  # bytes the thread sent itself
+        self.kept: list[bytes] = []  # for the event loop, in order
 
     def sendall(self, data) -> None:
-        self.written.append(bytes(data))
+        if not self.kept:
+            timeout = self.sock.gettimeout()
+            self.sock.settimeout(0.0)
+            try:
+                sent = self.sock.send(data)
+            except OSError:  # full, or the client is gone: the event loop finds out which
+                sent = 0
+            finally:
+                self.sock.settimeout(timeout)
+            self.sent += sent
+            data = memoryview(data)[sent:]
+            if not data:
+                return
+        self.kept.append(bytes(data))
 
     def send(self, data) -> int:
         self.sendall(data)
@@ -355,13 +370,14 @@ class BufferedThreadWorker(ThreadWorker):
         conn.sock = thread_socket.sock
         request = self.in_app.pop(conn, None)
         conn.last_request = request.line if request else "-"
-        answer = b"".join(thread_socket.written)
-        if not answer:
+        rest = b"".join(thread_socket.kept)
+        if not rest:  # the thread sent it all
             super().finish_request(conn, fs)
             return
         now = time.monotonic()
-        self.outgoing[conn] = Outgoing(memoryview(answer), now + GRACE_S + len(answer) / MIN_CLIENT_RATE, now,
-                                       partial(super().finish_request, conn, fs))
+        length = thread_socket.sent + len(rest)
+        self.outgoing[conn] = Outgoing(memoryview(rest), now + GRACE_S + length / MIN_CLIENT_RATE, now,
+                                       partial(super().finish_request, conn, fs), sent_before=thread_socket.sent)
         conn.sock.setblocking(False)
         if not self.write_answer(conn):
             self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.on_writable, conn))
@@ -388,7 +404,8 @@ class BufferedThreadWorker(ThreadWorker):
     def cut(self, conn, why: str) -> None:
         outgoing = self.outgoing.pop(conn)
         self.log.warning("answer cut: %s sent %d of %d bytes to %s in %.1f s (%s)",
-                         getattr(conn, "last_request", "-"), outgoing.sent, len(outgoing.data),
+                         getattr(conn, "last_request", "-"), outgoing.sent_before + outgoing.sent,
+                         outgoing.sent_before + len(outgoing.data),
                          self.client_address(conn), time.monotonic() - outgoing.started, why)
         self.drop(conn)
 
@@ -490,7 +507,7 @@ class BufferedThreadWorker(ThreadWorker):
                            now - request.started)
         for conn, outgoing in self.outgoing.items():
             self.log.error("shutdown: answer cut: %s sent %d of %d bytes", getattr(conn, "last_request", "-"),
-                           outgoing.sent, len(outgoing.data))
+                           outgoing.sent_before + outgoing.sent, outgoing.sent_before + len(outgoing.data))
         for conn, incoming in self.incoming.items():
             self.log.warning("shutdown: closed a connection from %s with %d bytes of an incomplete request",
                              self.client_address(conn), len(incoming.data))

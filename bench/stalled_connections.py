@@ -2,7 +2,7 @@
 cost of the buffered worker on ordinary traffic (issue 22).
 
     python bench/stalled_connections.py [--seconds 60] [--stalled 500] [--trickling 100]
-        [--normal-clients 2] [--baseline-ref main] [--load-seconds 5] [--rounds 3] [--skip-baseline]
+        [--normal-clients 2] [--baseline-ref main] [--load-seconds 5] [--rounds 3] [--skip-baseline] [--skip-flood]
 
 - Flood (this working tree's server, 2 workers, loopback): for --seconds,
   --stalled connections each send part of a request (a head cut short, a body
@@ -228,14 +228,16 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-baseline", action="store_true", help="the flood only")
+    parser.add_argument("--skip-flood", action="store_true", help="ordinary traffic only")
     args = parser.parse_args()
     require_wrk()
     bodies = [json.dumps({"text": " ".join(s.words)}).encode()
               for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == 15]
     results: dict = {"machine": machine(), "args": vars(args)}
-    print(f"flood: {args.stalled} stalled + {args.trickling} trickling connections for {args.seconds:.0f} s",
-          flush=True)
-    results["flood"] = flood_run(args, bodies)
+    if not args.skip_flood:
+        print(f"flood: {args.stalled} stalled + {args.trickling} trickling connections for {args.seconds:.0f} s",
+              flush=True)
+        results["flood"] = flood_run(args, bodies)
     if not args.skip_baseline:
         print(f"ordinary traffic, {args.baseline_ref} (gthread) against this (buffered worker):", flush=True)
         results["ordinary_traffic"] = ordinary_traffic(args)
