@@ -51,6 +51,7 @@ http {{
   client_body_timeout 10s;
   send_timeout 10s;
   client_max_body_size 1m;
+  client_body_buffer_size 1m;  # bodies in memory, as the worker holds them
   upstream app {{ server 127.0.0.1:{upstream} fail_timeout=0; keepalive 16; }}
   server {{
     listen 127.0.0.1:{port};
@@ -73,6 +74,7 @@ def nginx_in_front_of(upstream_port: int):
     """nginx on a free loopback port, proxying to upstream_port; (its url, its process)."""
     with tempfile.TemporaryDirectory() as tmp:
         port = launcher.free_port()
+        Path(tmp).chmod(0o755)  # nginx's workers run as another user when started as root
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream_port, port=port))
         process = subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL)
