@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request, send_file
@@ -21,13 +20,13 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 import settings
+from model import files
 from model.memory import give_back_memory_if_grown, resident_bytes
 from model.pipeline import Document, Pipeline, TooManyTokens, load_pipeline, read_documents
 from scheduler import ShortestWorkFirst
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent
 WARM_UP_TEXT = "Angela Merkel visited Washington."
 
 
@@ -165,7 +164,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
 
     @app.get("/client")
     def client() -> Response:
-        return send_file(ROOT / "simple_client.html", mimetype="text/html")
+        return send_file(files.REPOSITORY / "simple_client.html", mimetype="text/html")
 
     @app.get("/healthz")
     def healthz() -> Response | tuple[Response, int]:

@@ -18,7 +18,7 @@ from typing import Any
 from model import files
 from model.backends import BACKENDS
 
-ROOT = Path(__file__).resolve().parent
+ROOT = files.REPOSITORY
 
 
 class ConfigError(ValueError):
