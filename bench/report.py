@@ -41,6 +41,7 @@ python bench/load.py --backends onnx --connections 128 256 --output load_capacit
 python bench/capacity.py
 python bench/windowing_f1.py
 python bench/bounded_requests.py
+python bench/slug_size.py
 python bench/report.py
 python -m pytest tests/test_reliability_fuzz.py tests/test_reliability_gunicorn.py tests/test_reliability_backends.py"""
 
@@ -384,10 +385,10 @@ at a cut is worth; the joined runs are long texts the segmenter could not split.
 {windows}"""
 
 
-def main() -> None:
+def render() -> str:
+    """BENCHMARKS.md's text (tests/test_documented_figures.py checks that the file is this)."""
     speed, profile, cost = load("model_speed.json"), load("batch_profile.json"), load("ensemble_cost.json")
     load_data, memory, cold = load("load.json"), load("memory.json"), load("cold_start.json")
-    plot(load_data)
     capacity = load("load_capacity.json") if (RESULTS / "load_capacity.json").exists() else {"rows": []}
     # The capacity run only adds levels past the main run's: the saturation check reads both.
     with_capacity = {**load_data, "rows": load_data["rows"] + capacity["rows"]}
@@ -506,7 +507,13 @@ model cannot load exiting non-zero; a forged access-log line escaped) and `tests
 """
     text += "\n" + scores_section(load("score_cost.json"), load("calibration.json")) + "\n"
     text += "\n" + routing_section(load("model_cost.json")) + "\n"
-    REPORT.write_text(text)
+    text += "\n" + slug_section(load("slug_size.json")) + "\n"
+    return text
+
+
+def main() -> None:
+    plot(load("load.json"))
+    REPORT.write_text(render())
     print(f"wrote {REPORT} and {PLOT}")
 
 def run_line(data: dict) -> str:
@@ -596,6 +603,17 @@ for work the cased model did not do: it gave the cased model no entity, and the 
 and score them. Sentences written as news go to the cased
 networks only, so checking each sentence's case is all they pay. The two taggers share one vocabulary
 and one memory-mapped copy of the word vectors (model/backends.py)."""
+
+
+def slug_section(slug: dict) -> str:
+    """What a Heroku slug holds (bench/slug_size.py)."""
+    return f"""## Slug size
+
+What Heroku's Python buildpack would put in the slug ({run_line(slug)}): the {slug['files']} files that
+`.slugignore` leaves take {slug['app_files_bytes'] / 1e6:.0f} MB, the packages `requirements.txt` installs
+into a fresh virtual environment {slug['packages_bytes'] / 1e6:.0f} MB, and both together compress
+(`tar czf`) to {slug['compressed_bytes'] / 1e6:.0f} MB, against Heroku's limit of {slug['heroku_limit_mb']} MB
+compressed, which the buildpack's Python runtime also counts against."""
 
 
 if __name__ == "__main__":

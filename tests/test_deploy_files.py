@@ -15,7 +15,7 @@ import sys
 import flask
 
 import settings
-from tests.launcher import ROOT
+from tests.launcher import ROOT, slug_files
 
 
 def tracked_files() -> list[str]:
@@ -72,15 +72,6 @@ def test_only_settings_py_reads_the_environment():
     reading = re.compile(r"os\.environ|getenv\(")
     assert [path.name for path in service if reading.search(path.read_text())] == []
     assert reading.search((ROOT / "settings.py").read_text())
-
-
-def slug_files() -> list[str]:
-    """The repository's files less those .slugignore names (git reads its patterns as Heroku does)."""
-    def git_files(*options: str) -> set[str]:
-        command = ["git", "ls-files", "--cached", "--others", "--exclude-standard", *options]
-        return set(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
-
-    return sorted(git_files() - git_files("--ignored", "--exclude-from=.slugignore"))
 
 
 def test_the_slug_keeps_out_tests_bench_data_and_training_files():
