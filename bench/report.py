@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
-from common import pyplot
+from common import ROOT, pyplot
 
 from model import files
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "bench" / "latency_throughput.png"
 REPORT = ROOT / "BENCHMARKS.md"

@@ -14,10 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from common import machine, write_json
+from common import ROOT, machine, write_json
 
 from tests.launcher import slug_files
 
