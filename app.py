@@ -155,7 +155,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
             name="Named-entity recognition API",
             endpoints={
                 "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}; optional "min_score"',
-                "GET /api/model": "the model: version, tags, dev and test F1",
+                "GET /api/model": "the model: version, tags, held-out F1",
                 "GET /client": "a web page to try the API",
                 "GET /healthz": "the process is alive",
                 "GET /readyz": "the model is loaded and warmed up (503 before)",
@@ -212,7 +212,7 @@ def json_results(app: Flask, results: Iterator[dict[str, Any]]) -> Iterator[str]
     tokens of results, some 40 MB of objects)."""
     yield '{"results":['
     for i, result in enumerate(results):
-        yield ("," if i else "") + app.json.dumps(result)
+        yield ("," if i else "") + app.json.dumps(result, separators=(",", ":"))  # compact, as jsonify
     yield "]}\n"
 
 
