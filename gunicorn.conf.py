@@ -12,7 +12,7 @@ import settings
 from buffered_worker import MAX_REQUEST_ID_CHARS, BufferedThreadWorker
 
 try:
-    environment = settings.load()
+    environment = settings.current()
 except settings.ConfigError as error:
     sys.exit(str(error))  # one line naming the variable, and a non-zero exit
 
@@ -32,12 +32,11 @@ bind = f"{any_address()}:{environment['PORT']}"
 # Heroku sets WEB_CONCURRENCY from the dyno's memory.
 workers = environment["WEB_CONCURRENCY"]
 # gunicorn's threaded worker, with each request read whole and each answer
-# written whole by the worker's event loop (buffered_worker.py): a slow or
-# stalled client costs a socket, never a thread. Tagging is CPU-bound, so
-# app.py tags one request at a time a worker whatever the threads; the threads
-# run the app's other routes beside it.
+# written by the worker's event loop (buffered_worker.py): a slow or stalled
+# client costs a socket, never a thread. Tagging is CPU-bound, so app.py tags
+# one slice at a time a worker whatever the threads (scheduler.py).
 BufferedThreadWorker.max_body_bytes = environment["NER_MAX_BODY_BYTES"]
-BufferedThreadWorker.allow_any_origin = environment["NER_CORS_ORIGINS"].strip() == "*"
+BufferedThreadWorker.allow_any_origin = environment["NER_CORS_ORIGINS"] == "*"
 worker_class = BufferedThreadWorker
 threads = 32
 # Connections a worker holds at once, most of them waiting on their clients;
@@ -46,7 +45,7 @@ worker_connections = 4000
 # The event loop writes answers from memory: no sendfile.
 sendfile = False
 # A threaded worker's main loop beats this heartbeat, so it bounds a stuck
-# worker, not a request (model calls are bounded: model.windows, MAX_BATCH_CELLS).
+# worker, not a request (a request is bounded: NER_MAX_TOKENS, model.pipeline's slices).
 # Under Heroku's 30 s router limit.
 timeout = 25
 # On SIGTERM a worker refuses new connections at once and answers those in
@@ -71,7 +70,7 @@ preload_app = True
 accesslog = "-"
 access_log_format = (
     'method=%(m)s path="%(U)s" status=%(s)s duration=%(M)sms request_id="%({x-request-id}i)s" '
-    "text_chars=%({ner.text_chars}e)s"
+    "text_chars=%({ner.text_chars}e)s tokens=%({ner.tokens}e)s"
 )
 # gunicorn 27's runtime control socket lives at one path in $HOME, shared by
 # every gunicorn of the user (a test server beside a dev server); not needed here.
@@ -110,7 +109,7 @@ logger_class = EscapingLogger
 
 def post_worker_init(worker):
     from app import model_loader
-    from serve import limit_malloc_arenas
+    from model.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before the worker's threads start allocating
 
