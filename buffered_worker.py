@@ -29,7 +29,9 @@ import json
 import re
 import selectors
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -51,6 +53,9 @@ MAX_HEAD_BYTES = 64 * 1024
 # makes (it never should) waits this long at most.
 STRAY_READ_TIMEOUT_S = 1.0
 RECV_BYTES = 256 * 1024
+# The bytes of answers a worker keeps for clients that read slowly; past them,
+# the app's thread waits on its client (ThreadSocket.send_waiting).
+MAX_KEPT_BYTES = 32 * 2**20
 # The bytes of unfinished requests a worker holds; a request that would take
 # more is answered 503. 32 MiB: 32 bodies of 1 MiB, or 500 heads of 64 KiB.
 MAX_BUFFERED_BYTES = 32 * 2**20
@@ -93,14 +98,14 @@ class Incoming:
 
 @dataclass
 class Outgoing:
-    """An answer being written."""
+    """The rest of an answer, being written by the event loop."""
 
-    data: memoryview
+    pieces: deque[memoryview]
+    length: int  # the whole answer's
     deadline: float
     started: float
     done: Callable[[], None]
-    sent_before: int  # by the app's thread
-    sent: int = 0
+    sent: int  # the app's thread sent some itself
 
 
 @dataclass
@@ -127,28 +132,56 @@ def describe(request: bytes) -> str:
 class ThreadSocket:
     """The connection's socket as the app's thread sees it. The thread sends
     what the socket takes at once (most answers, whole); the rest is kept for
-    the event loop to send. A blocking read waits STRAY_READ_TIMEOUT_S at most."""
+    the event loop to send, within the worker's budget. A blocking read waits
+    STRAY_READ_TIMEOUT_S at most."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, worker: BufferedThreadWorker, request: str):
         self.sock = sock
+        self.worker = worker
+        self.request = request  # for the log: the request and the client
         self.sent = 0  # bytes the thread sent itself
         self.kept: list[bytes] = []  # for the event loop, in order
 
     def sendall(self, data) -> None:
         if not self.kept:
-            timeout = self.sock.gettimeout()
-            self.sock.settimeout(0.0)
-            try:
-                sent = self.sock.send(data)
-            except OSError:  # full, or the client is gone: the event loop finds out which
-                sent = 0
-            finally:
-                self.sock.settimeout(timeout)
-            self.sent += sent
-            data = memoryview(data)[sent:]
+            data = memoryview(data)[self.send_now(data):]
             if not data:
                 return
-        self.kept.append(bytes(data))
+        if self.worker.keep(len(data)):
+            self.kept.append(bytes(data))
+        else:
+            self.send_waiting(data)
+
+    def send_now(self, data) -> int:
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)
+        try:
+            sent = self.sock.send(data)
+        except OSError:  # full, or the client is gone: the event loop finds out which
+            sent = 0
+        finally:
+            self.sock.settimeout(timeout)
+        self.sent += sent
+        return sent
+
+    def send_waiting(self, data) -> None:
+        """The worker holds MAX_KEPT_BYTES of answers waiting on their clients
+        already: this thread waits on its client, within a deadline sized to
+        what it sends. A cut answer is logged, and ends the request quietly."""
+        pieces, kept = [*self.kept, bytes(data)], sum(len(piece) for piece in self.kept)
+        self.kept = []
+        self.sock.settimeout(GRACE_S + sum(len(piece) for piece in pieces) / MIN_CLIENT_RATE)
+        try:
+            for piece in pieces:
+                self.sock.sendall(piece)
+                self.sent += len(piece)
+        except OSError as error:
+            self.worker.log.warning("answer cut: %s sent %d bytes or more (%s)", self.request, self.sent,
+                                    describe_error(error))
+            raise BrokenPipeError(errno.EPIPE, "answer cut") from None  # gthread closes it without a traceback
+        finally:
+            self.worker.release(kept)
+            self.sock.settimeout(STRAY_READ_TIMEOUT_S)
 
     def send(self, data) -> int:
         self.sendall(data)
@@ -159,6 +192,10 @@ class ThreadSocket:
 
     def __getattr__(self, name: str):
         return getattr(self.sock, name)
+
+
+def describe_error(error: OSError) -> str:
+    return errno.errorcode.get(error.errno, type(error).__name__) if error.errno else type(error).__name__
 
 
 class Recorder:
@@ -187,6 +224,8 @@ class BufferedThreadWorker(ThreadWorker):
         self.in_app: dict = {}  # TConn -> InApp
         self.lingering: dict = {}  # socket -> when to close it
         self.buffered_bytes = 0  # of the requests in self.incoming
+        self.kept_bytes = 0  # of answers kept for the event loop (ThreadSocket)
+        self.kept_lock = threading.Lock()
         self.missed_deadlines = 0
         if self.cfg.is_ssl:
             raise RuntimeError("buffered_worker reads requests as plain bytes: terminate TLS in front of it")
@@ -320,7 +359,7 @@ class BufferedThreadWorker(ThreadWorker):
         """The whole request to a thread, which parses it from memory."""
         incoming = self.forget_incoming(conn)
         self.in_app[conn] = InApp(describe(incoming.data))
-        conn.sock = ThreadSocket(conn.sock)
+        conn.sock = ThreadSocket(conn.sock, self, f"{self.in_app[conn].line} to {self.client_address(conn)}")
         conn.parser = RequestParser(self.cfg, conn.sock, conn.client)
         conn.parser.unreader.unread(bytes(incoming.data))
         conn.initialized = True  # gthread's own first read is skipped
@@ -362,6 +401,18 @@ class BufferedThreadWorker(ThreadWorker):
 
     # Writing answers
 
+    def keep(self, size: int) -> bool:
+        """Whether an app's thread may leave `size` more bytes of answer to the event loop."""
+        with self.kept_lock:
+            if self.kept_bytes + size > MAX_KEPT_BYTES:
+                return False
+            self.kept_bytes += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self.kept_lock:
+            self.kept_bytes -= size
+
     def finish_request(self, conn, fs) -> None:
         thread_socket = conn.sock
         if not isinstance(thread_socket, ThreadSocket):
@@ -370,14 +421,14 @@ class BufferedThreadWorker(ThreadWorker):
         conn.sock = thread_socket.sock
         request = self.in_app.pop(conn, None)
         conn.last_request = request.line if request else "-"
-        rest = b"".join(thread_socket.kept)
-        if not rest:  # the thread sent it all
+        if not thread_socket.kept:  # the thread sent it all
             super().finish_request(conn, fs)
             return
+        pieces = deque(memoryview(piece) for piece in thread_socket.kept)
+        length = thread_socket.sent + sum(len(piece) for piece in pieces)
         now = time.monotonic()
-        length = thread_socket.sent + len(rest)
-        self.outgoing[conn] = Outgoing(memoryview(rest), now + GRACE_S + length / MIN_CLIENT_RATE, now,
-                                       partial(super().finish_request, conn, fs), sent_before=thread_socket.sent)
+        self.outgoing[conn] = Outgoing(pieces, length, now + GRACE_S + length / MIN_CLIENT_RATE, now,
+                                       partial(super().finish_request, conn, fs), sent=thread_socket.sent)
         conn.sock.setblocking(False)
         if not self.write_answer(conn):
             self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.on_writable, conn))
@@ -389,12 +440,19 @@ class BufferedThreadWorker(ThreadWorker):
         """Send what the socket takes; True when the answer is done with (sent, or cut)."""
         outgoing = self.outgoing[conn]
         try:
-            while outgoing.sent < len(outgoing.data):
-                outgoing.sent += conn.sock.send(outgoing.data[outgoing.sent:])
+            while outgoing.pieces:
+                piece = outgoing.pieces[0]
+                sent = conn.sock.send(piece)
+                outgoing.sent += sent
+                self.release(sent)
+                if sent < len(piece):
+                    outgoing.pieces[0] = piece[sent:]
+                else:
+                    outgoing.pieces.popleft()
         except BlockingIOError:
             return False
         except OSError as error:
-            self.cut(conn, errno.errorcode.get(error.errno, type(error).__name__))
+            self.cut(conn, describe_error(error))
             return True
         del self.outgoing[conn]
         self.unwatch(conn)
@@ -403,9 +461,9 @@ class BufferedThreadWorker(ThreadWorker):
 
     def cut(self, conn, why: str) -> None:
         outgoing = self.outgoing.pop(conn)
+        self.release(outgoing.length - outgoing.sent)
         self.log.warning("answer cut: %s sent %d of %d bytes to %s in %.1f s (%s)",
-                         getattr(conn, "last_request", "-"), outgoing.sent_before + outgoing.sent,
-                         outgoing.sent_before + len(outgoing.data),
+                         getattr(conn, "last_request", "-"), outgoing.sent, outgoing.length,
                          self.client_address(conn), time.monotonic() - outgoing.started, why)
         self.drop(conn)
 
@@ -487,6 +545,8 @@ class BufferedThreadWorker(ThreadWorker):
     def client_address(conn) -> str:
         return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client or "unix socket")
 
+
+
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
         if not self.alive:
@@ -507,7 +567,7 @@ class BufferedThreadWorker(ThreadWorker):
                            now - request.started)
         for conn, outgoing in self.outgoing.items():
             self.log.error("shutdown: answer cut: %s sent %d of %d bytes", getattr(conn, "last_request", "-"),
-                           outgoing.sent_before + outgoing.sent, outgoing.sent_before + len(outgoing.data))
+                           outgoing.sent, outgoing.length)
         for conn, incoming in self.incoming.items():
             self.log.warning("shutdown: closed a connection from %s with %d bytes of an incomplete request",
                              self.client_address(conn), len(incoming.data))

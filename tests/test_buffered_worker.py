@@ -1,13 +1,17 @@
 """The buffered worker's own parts, without a server: where a chunked body ends,
-how a request is named in the log, the JSON errors it answers itself. The
+how a request is named in the log, the JSON errors it answers itself, how an
+answer is sent or kept. The
 worker itself is tested against real gunicorn (tests/test_hardening_gunicorn.py)."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 
 import pytest
 
+import buffered_worker
 from buffered_worker import (
     COMPLETE,
     MAX_REQUEST_ID_CHARS,
@@ -15,6 +19,7 @@ from buffered_worker import (
     TOO_LARGE,
     BufferedThreadWorker,
     Incoming,
+    ThreadSocket,
     describe,
     json_error,
 )
@@ -69,3 +74,69 @@ def test_the_worker_s_own_errors_are_json(allow_any_origin):
                                           "message": "the request head was not complete in time"}}
     assert b"Content-Length: %d" % len(body) in head
     assert (b"Access-Control-Allow-Origin: *" in head) == allow_any_origin
+
+
+class Worker:
+    """What a ThreadSocket asks of its worker, with a budget of `keepable` bytes."""
+
+    def __init__(self, keepable: int):
+        self.keepable, self.kept, self.warnings = keepable, 0, []
+        self.log = self
+
+    def keep(self, size: int) -> bool:
+        if self.kept + size > self.keepable:
+            return False
+        self.kept += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.kept -= size
+
+    def warning(self, message: str, *args) -> None:
+        self.warnings.append(message % args)
+
+
+def read_all(sock: socket.socket, into: list) -> None:
+    while chunk := sock.recv(65536):
+        into.append(chunk)
+
+
+ANSWER = bytes(range(256)) * 40_000  # 10 MB: more than two socket buffers hold
+
+
+def test_an_answer_the_socket_cannot_take_is_kept_for_the_event_loop_within_the_budget():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker = Worker(keepable=len(ANSWER))
+        thread_socket = ThreadSocket(ours, worker, "the request")
+        thread_socket.sendall(ANSWER[:100])
+        thread_socket.sendall(ANSWER[100:])  # returns at once: nobody reads
+        assert thread_socket.sent + sum(map(len, thread_socket.kept)) == len(ANSWER)
+        assert thread_socket.kept and worker.kept == sum(map(len, thread_socket.kept))
+
+
+def test_past_the_budget_the_thread_waits_for_its_client_and_sends_in_order():
+    ours, theirs = socket.socketpair()
+    received: list[bytes] = []
+    with ours, theirs:
+        reader = threading.Thread(target=read_all, args=(theirs, received))
+        reader.start()
+        worker = Worker(keepable=0)
+        thread_socket = ThreadSocket(ours, worker, "the request")
+        for start in range(0, len(ANSWER), 1_000_000):
+            thread_socket.sendall(ANSWER[start:start + 1_000_000])
+        ours.shutdown(socket.SHUT_WR)
+        reader.join()
+    assert b"".join(received) == ANSWER and worker.kept == 0 and worker.warnings == []
+
+
+def test_a_client_that_does_not_read_past_the_budget_gets_a_cut_answer_logged_as_cut(monkeypatch):
+    monkeypatch.setattr(buffered_worker, "GRACE_S", 0.5)  # the write deadline: 0.5 s and a 10 MB/s rate
+    monkeypatch.setattr(buffered_worker, "MIN_CLIENT_RATE", 10_000_000)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker = Worker(keepable=0)
+        thread_socket = ThreadSocket(ours, worker, 'request="POST /api HTTP/1.1"')
+        with pytest.raises(BrokenPipeError):  # gthread closes the connection quietly
+            thread_socket.sendall(ANSWER)
+    assert len(worker.warnings) == 1 and worker.warnings[0].startswith('answer cut: request="POST /api HTTP/1.1" sent ')
