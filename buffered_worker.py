@@ -550,9 +550,16 @@ class BufferedThreadWorker(ThreadWorker):
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
         if not self.alive:
-            # Stopping: close the listening socket now (the master closes its
-            # own), so that new connections are refused, not left waiting.
+            # Stopping: take the connections the kernel has queued already
+            # (their requests are answered), then close the listening socket
+            # (the master closes its own), so that new ones are refused at
+            # once instead of waiting, then being reset.
             for listener in self.sockets:
+                listener.setblocking(False)
+                before = None
+                while before != self.nr_conns < self.worker_connections:
+                    before = self.nr_conns
+                    self.accept(listener)  # gthread's: one connection, or none (EAGAIN)
                 listener.close()
 
     def run(self) -> None:
@@ -560,9 +567,15 @@ class BufferedThreadWorker(ThreadWorker):
         # worker gives up a little earlier, to log what it leaves unanswered.
         self.cfg.set("graceful_timeout", max(self.cfg.graceful_timeout - SHUTDOWN_LOG_MARGIN_S, 0))
         super().run()
-        # graceful_timeout is over, or every connection is done: log what was not answered.
+        # graceful_timeout is over, or every connection is done: log what was
+        # not answered, its connection shut first, so that a thread still at
+        # work cannot answer it after all.
         now = time.monotonic()
-        for request in list(self.in_app.values()):
+        for conn, request in list(self.in_app.items()):
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self.log.error("shutdown: no answer sent for %s, in the app for %.1f s", request.line,
                            now - request.started)
         for conn, outgoing in self.outgoing.items():
