@@ -158,7 +158,7 @@ def test_a_cut_answer_is_logged_as_cut_without_a_traceback(large_answer_server):
     (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431,
      "request_header_fields_too_large"),
     (b"POST /api HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: zip\r\n\r\n", 501, "not_implemented"),
-])
+], ids=["bad header", "long request line", "large header", "unknown transfer coding"])
 def test_gunicorn_s_own_errors_are_json_with_cors(server, request_bytes, status, code):
     answer = raw_request(server.port, request_bytes, iter([]))
     assert status_and_error(answer) == (status, code)
