@@ -10,6 +10,10 @@ import socket
 import threading
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.http.body import LengthReader
+from gunicorn.http.errors import ParseException
+from gunicorn.http.parser import RequestParser
 
 import buffered_worker
 from buffered_worker import (
@@ -18,8 +22,10 @@ from buffered_worker import (
     MORE,
     TOO_LARGE,
     BufferedThreadWorker,
+    Framing,
     Incoming,
     ThreadSocket,
+    body_framing,
     describe,
     json_error,
 )
@@ -140,3 +146,34 @@ def test_a_client_that_does_not_read_past_the_budget_gets_a_cut_answer_logged_as
         with pytest.raises(BrokenPipeError):  # gthread closes the connection quietly
             thread_socket.sendall(ANSWER)
     assert len(worker.warnings) == 1 and worker.warnings[0].startswith('answer cut: request="POST /api HTTP/1.1" sent ')
+
+
+FRAMING_HEADS = [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Framing(0, False)),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Framing(5, False)),
+    (b"POST /api HTTP/1.1\r\ncontent-length:\t 5 \r\n\r\n", Framing(5, False)),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Framing(None, False)),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Framing(None, False)),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n", Framing(5, True)),
+    (b"POST /api HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", Framing(5, False)),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nContent-Length: +5\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5x\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"POST /api HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+]
+
+
+@pytest.mark.parametrize(("head", "expected"), FRAMING_HEADS)
+def test_the_body_s_framing_is_read_from_the_head_as_gunicorn_reads_it(head, expected):
+    assert body_framing(head) == expected
+    try:  # gunicorn's own parser, which the thread runs on the same bytes
+        request = next(RequestParser(Config(), [head], ("127.0.0.1", 1)))
+    except ParseException:
+        assert expected is None
+        return
+    reader = request.body.reader
+    assert expected == Framing(reader.length if isinstance(reader, LengthReader) else None,
+                               request._expected_100_continue)
