@@ -18,7 +18,9 @@ cost of the buffered worker on ordinary traffic (issue 22).
   temporary folder, gunicorn's plain gthread worker) and "this", side by side:
   wrk with kept-alive connections posting 15-word sentences, at 1 and 8
   connections, --rounds rounds of --load-seconds a server, the servers taking
-  turns; medians over the rounds of p50 latency and req/s.
+  turns; medians over the rounds of p50 latency, req/s, and the CPU time the
+  server's processes used a request (which other work on the machine disturbs
+  less).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 from common import ROOT, bodies_file, machine, percentile, require_wrk, write_json, wrk
 
 from buffered_worker import GRACE_S, HEAD_DEADLINE_S, MIN_CLIENT_RATE
@@ -197,6 +200,13 @@ def baseline_and_this(baseline_ref: str):
             yield {"baseline": baseline, "this": this}
 
 
+def cpu_seconds(server) -> float:
+    """The CPU time the server's processes have used: less sensitive than
+    latency and throughput to other work on the machine."""
+    processes = [psutil.Process(server.process.pid), *server.workers()]
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 def ordinary_traffic(args) -> dict:
     results = {}
     with baseline_and_this(args.baseline_ref) as running, bodies_file() as bodies:
@@ -204,12 +214,16 @@ def ordinary_traffic(args) -> dict:
             rounds: dict[str, list] = {name: [] for name in running}
             for _ in range(args.rounds):
                 for name, server in running.items():
+                    cpu_before = cpu_seconds(server)
                     summary = wrk(server.url, connections, args.load_seconds, bodies)
                     rounds[name].append({"p50_ms": summary["latency_us"]["p50"] / 1000,
                                          "req_s": summary["requests"] / (summary["duration_us"] / 1e6),
+                                         "cpu_ms_per_request": (cpu_seconds(server) - cpu_before) * 1000
+                                         / summary["requests"],
                                          "errors": sum(summary["errors"].values())})
             median = {name: {"p50_ms": statistics.median(r["p50_ms"] for r in runs),
                              "req_s": statistics.median(r["req_s"] for r in runs),
+                             "cpu_ms_per_request": statistics.median(r["cpu_ms_per_request"] for r in runs),
                              "errors": sum(r["errors"] for r in runs)} for name, runs in rounds.items()}
             median["p50_ms_added"] = median["this"]["p50_ms"] - median["baseline"]["p50_ms"]
             median["req_s_ratio"] = median["this"]["req_s"] / median["baseline"]["req_s"]
