@@ -8,7 +8,9 @@ Needs Debian's nginx (apt-get install nginx-light) and wrk. Two measurements:
   worker, as it would run behind nginx) posted to directly and through nginx
   (request and response buffering, as the front would be configured; upstream
   on TCP loopback, kept alive), wrk at 1 and 8 kept-alive connections, --rounds
-  rounds of --load-seconds, taking turns; medians of p50 and req/s.
+  rounds of --load-seconds, taking turns; medians of p50, req/s, and the CPU
+  time a request of gunicorn's and nginx's processes (which other work on the
+  machine disturbs less).
 - Shutdown as Heroku does it, SIGTERM to every process at once, with --heavy
   requests in flight: how many get no answer, through nginx (which stops at
   once on SIGTERM) and to this working tree's server (buffered_worker.py).
@@ -87,20 +89,32 @@ def nginx_in_front_of(upstream_port: int):
             process.wait()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """The CPU time these processes and their children have used."""
+    processes = [psutil.Process(pid) for pid in pids]
+    processes += [child for p in processes for child in p.children(recursive=True)]
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 def hop(args) -> dict:
     results = {}
-    with (baseline_and_this(args.baseline_ref) as running, nginx_in_front_of(running["baseline"].port) as (front, _),
-          bodies_file() as bodies):
-        urls = {"direct": running["baseline"].url, "through nginx": front}
+    with (baseline_and_this(args.baseline_ref) as running,
+          nginx_in_front_of(running["baseline"].port) as (front, nginx), bodies_file() as bodies):
+        server = running["baseline"]
+        ways = {"direct": (server.url, [server.process.pid]),
+                "through nginx": (front, [server.process.pid, nginx.pid])}
         for connections in (1, 8):
-            rounds: dict[str, list] = {name: [] for name in urls}
+            rounds: dict[str, list] = {name: [] for name in ways}
             for _ in range(args.rounds):
-                for name, url in urls.items():
+                for name, (url, pids) in ways.items():
+                    cpu_before = cpu_seconds(pids)
                     summary = wrk(url, connections, args.load_seconds, bodies)
                     rounds[name].append({"p50_ms": summary["latency_us"]["p50"] / 1000,
-                                         "req_s": summary["requests"] / (summary["duration_us"] / 1e6)})
-            median = {name: {key: statistics.median(r[key] for r in runs) for key in ("p50_ms", "req_s")}
-                      for name, runs in rounds.items()}
+                                         "req_s": summary["requests"] / (summary["duration_us"] / 1e6),
+                                         "cpu_ms_per_request": (cpu_seconds(pids) - cpu_before) * 1000
+                                         / summary["requests"]})
+            median = {name: {key: statistics.median(r[key] for r in runs)
+                             for key in ("p50_ms", "req_s", "cpu_ms_per_request")} for name, runs in rounds.items()}
             median["p50_ms_added"] = median["through nginx"]["p50_ms"] - median["direct"]["p50_ms"]
             median["req_s_ratio"] = median["through nginx"]["req_s"] / median["direct"]["req_s"]
             results[str(connections)] = {"rounds": rounds, "median": median}

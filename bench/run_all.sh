@@ -25,7 +25,7 @@ if [ -n "${QUICK:-}" ]; then
   bounded="--texts 5 --slow-connections 8 --slow-seconds 4 --load-seconds 1 --rounds 1"
   stalled="--seconds 15 --stalled 100 --trickling 20 --load-seconds 1 --rounds 1"; front="--load-seconds 1 --rounds 1"
 else
-  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""; stalled="--rounds 5"; front="--rounds 5"
+  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""; stalled="--rounds 9 --load-seconds 3"; front="--rounds 5"
 fi
 
 set -x
