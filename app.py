@@ -19,6 +19,8 @@ from flask_cors import CORS
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
+import access
+import metrics
 import serve
 import settings
 
@@ -117,12 +119,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     origins = app.config["NER_CORS_ORIGINS"]
     allowed = "*" if origins.strip() == "*" else [o.strip() for o in origins.split(",") if o.strip()]
-    CORS(app, resources={r"/api*": {"origins": allowed}}, methods=["GET", "POST"], allow_headers=["Content-Type"])
+    CORS(app, resources={r"/api*": {"origins": allowed}}, methods=["GET", "POST"],
+         allow_headers=["Content-Type", "Authorization", "X-API-Key"], expose_headers=access.QUOTA_HEADERS)
 
     loader = ModelLoader(lambda: serve.get_model_api(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
     app.extensions["ner_model"] = loader
 
     register_error_handlers(app)
+    # Metrics first: their hooks then time and count what access refuses.
+    metrics.init_app(app, lambda: loader.api.info if loader.ready else None)
+    access.init_app(app)
     register_routes(app, loader)
     return app
 
@@ -153,6 +159,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
                 "GET /client": "a web page to try the API",
                 "GET /healthz": "the process is alive",
                 "GET /readyz": "the model is loaded and warmed up (503 before)",
+                "GET /metrics": "Prometheus metrics",
             },
         )
 
@@ -192,9 +199,12 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
             if len(text) > max_chars:
                 where = "text" if single else f"texts[{i}]"
                 raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
+        if app.config["NER_TOKEN_RATE_LIMIT"]:  # counted only for the quota (the model counts them again)
+            access.charge_tokens(count_tokens(texts))
         with tagging:
             results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts, min_score)
             response = jsonify(results[0] if single else {"results": results})
+        metrics.count_tagged(results)
         if request.environ["ner.text_chars"] > GIVE_BACK_AFTER_CHARS:
             # Once the answer is sent, its objects and the model call's are freed.
             response.call_on_close(serve.give_back_memory)
@@ -254,6 +264,11 @@ def parse_texts(data: Any) -> tuple[list[str], bool]:
         if not isinstance(text, str):
             raise ApiError(400, "invalid_type", f"'texts[{i}]' must be a string")
     return texts, False
+
+
+def count_tokens(texts: list[str]) -> int:
+    """The tokens of the texts, as the model splits them."""
+    return sum(len(sentence) for text in texts for sentence in serve.tokenize(text))
 
 
 def parse_min_score(data: Any) -> float:
