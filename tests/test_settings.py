@@ -7,6 +7,7 @@ import runpy
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,12 @@ def test_gunicorn_answers_on_ipv4_and_on_ipv6_where_the_machine_has_it(tmp_path)
             assert f"Listening at: http://0.0.0.0:{server.port}" in log
 
 
-def test_the_bind_falls_back_to_ipv4_on_a_machine_without_ipv6(monkeypatch):
+def test_the_bind_falls_back_to_ipv4_on_a_machine_without_ipv6(monkeypatch, tmp_path):
     real_socket = socket.socket
+    # Reading gunicorn.conf.py makes prometheus_client's directory and names it in
+    # the environment: both are this test's, and go with it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
 
     def no_ipv6(family=socket.AF_INET, *args, **kwargs):
         if family == socket.AF_INET6:
