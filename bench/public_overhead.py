@@ -1,0 +1,124 @@
+"""What API keys, quotas and metrics cost: the service with them off and on, side by side.
+
+    python bench/public_overhead.py [--connections 1 8] [--seconds 5] [--repeats 3] [--workers 2]
+
+gunicorn servers (the project's gunicorn.conf.py, loopback), all started at once:
+  off        no key, no quota, NER_METRICS=off (the demo as it was);
+  on         an API key on every request, a request and a token quota (high
+             enough never to refuse) counted in a redis-server on loopback, metrics;
+  on-no-tok  the same without the token quota: until the per-request token
+             budget counts the tokens once, the token quota tokenizes each text
+             a second time, and this row shows what that costs.
+wrk (one thread) posts 15-word CoNLL test sentences to each server in turn at
+every level, so that a noisy moment hits all alike; medians of --repeats runs of
+--seconds. Then each server's memory (RSS and PSS of the workers, and the PSS
+total against the 512 MB dyno), and, from Python, what one quota charge
+(access.Counter.add: one Redis round trip) and one token count cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import time
+from contextlib import ExitStack
+
+import psutil
+from common import bodies_file, gunicorn, machine, memory, require_wrk, write_json
+from common import wrk as run_wrk
+from load import WARM_UP_CONNECTIONS, WARM_UP_SECONDS, measure, median_row
+
+import access
+import app
+from tests.launcher import redis_server
+
+KEY = "bench-key"
+QUOTAS = {"NER_RATE_LIMIT": "100000000/minute", "NER_TOKEN_RATE_LIMIT": "1000000000/minute"}
+DYNO_MB = 512
+CALLS = 2000
+
+
+def configurations(redis_url: str) -> dict[str, dict[str, str]]:
+    on = {"NER_API_KEYS": hashlib.sha256(KEY.encode()).hexdigest(), **QUOTAS, "REDIS_URL": redis_url,
+          "NER_METRICS": "on"}
+    return {"off": {"NER_METRICS": "off"}, "on": on,
+            "on-no-tok": {**on, "NER_TOKEN_RATE_LIMIT": ""}}
+
+
+def median_us(call, calls: int = CALLS) -> float:
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
+
+
+def workers_memory(server) -> dict:
+    workers = [memory(worker) for worker in psutil.Process(server.process.pid).children()]
+    master = memory(psutil.Process(server.process.pid))
+    return {"workers": workers, "total_pss_mb": master["pss_mb"] + sum(w["pss_mb"] for w in workers),
+            "worker_rss_mb": statistics.mean(w["rss_mb"] for w in workers),
+            "worker_pss_mb": statistics.mean(w["pss_mb"] for w in workers)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--output", default="public_overhead.json")
+    args = parser.parse_args()
+    require_wrk()
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    with bodies_file() as bodies, redis_server() as redis, ExitStack() as stack:
+        servers = {name: stack.enter_context(gunicorn(args.workers, "onnx", **env))
+                   for name, env in configurations(redis.url).items()}
+        for server in servers.values():
+            run_wrk(server.url, WARM_UP_CONNECTIONS, WARM_UP_SECONDS, bodies, headers=headers)
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for _ in range(args.repeats):
+            for connections in args.connections:
+                for name, server in servers.items():
+                    run = measure(server.url, connections, args.seconds, bodies, headers)
+                    assert run["errors"] == 0, (name, run)  # a 401 or a 429 would count as an error
+                    runs.setdefault((name, connections), []).append(run)
+        rows = [{"server": name, "connections": connections, **median_row(level_runs), "runs": level_runs}
+                for (name, connections), level_runs in runs.items()]
+        memories = {name: workers_memory(server) for name, server in servers.items()}
+
+        counter = access.Counter(redis.url)
+        texts = [json.loads(line)["text"] for line in bodies.read_text().splitlines()[:200]]
+        charge_us = median_us(lambda: counter.add("bench", 60, 1))
+        count_us = statistics.median(median_us(lambda t=text: app.count_tokens([t]), 20) for text in texts)
+
+    print(f"{args.workers} workers; medians of {args.repeats} runs of {args.seconds} s; load average "
+          f"{os.getloadavg()[0]:.2f} (the machine is shared)")
+    print(f"{'':<10} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs off':>13} {'p50 vs off':>11}")
+    off = {row["connections"]: row for row in rows if row["server"] == "off"}
+    for row in sorted(rows, key=lambda r: (r["connections"], list(servers).index(r["server"]))):
+        base = off[row["connections"]]
+        row["rps_ratio"] = row["rps"] / base["rps"]
+        row["p50_delta_ms"] = row["p50_ms"] - base["p50_ms"]
+        print(f"{row['server']:<10} {row['connections']:>3} {row['rps']:>8.1f} {row['p50_ms']:>8.3f} "
+              f"{row['p99_ms']:>8.3f} {row['rps_ratio']:>13.3f} {row['p50_delta_ms']:>+11.3f}")
+    for name, m in memories.items():
+        print(f"{name:<10} worker RSS {m['worker_rss_mb']:.0f} MB, PSS {m['worker_pss_mb']:.0f} MB; "
+              f"total PSS {m['total_pss_mb']:.0f} of {DYNO_MB} MB")
+    print(f"one quota charge in Redis on loopback: {charge_us:.0f} us; one 15-word token count: {count_us:.0f} us")
+    path = write_json(args.output, {
+        **machine(), "load_average_at_end": os.getloadavg(), "workers": args.workers,
+        "seconds": args.seconds, "repeats": args.repeats, "rows": rows, "memory": memories,
+        "quota_charge_us": charge_us, "token_count_us": count_us, "dyno_mb": DYNO_MB,
+        "load_generator": "wrk 1 thread, Lua script bench/post.lua; 15-word CoNLL test sentences",
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
