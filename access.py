@@ -58,7 +58,7 @@ QUOTAS = ("Requests", "Tokens")
 QUOTA_HEADERS = [f"X-RateLimit-{what}-{quota}" for quota in QUOTAS for what in ("Limit", "Remaining")]
 
 
-class Counter:
+class QuotaStore:
     """Quota counts: in Redis when there is one, in this worker's memory while it fails."""
 
     def __init__(self, redis_url: str):
@@ -136,7 +136,7 @@ class Access:
         limits = dict(zip(QUOTAS, (config["NER_RATE_LIMIT"], config["NER_TOKEN_RATE_LIMIT"]), strict=True))
         self.quotas: dict[str, RateLimitItem] = {quota: item for quota, item in limits.items() if item is not None}
         self.trusted_proxies: int = config["NER_TRUSTED_PROXIES"]
-        self.counter = Counter(config["REDIS_URL"])
+        self.store = QuotaStore(config["REDIS_URL"])
 
     def check_request(self) -> None:
         """Before a guarded route: the key (401), then the request quota (429)."""
@@ -170,13 +170,13 @@ class Access:
         """
         item = self.quotas[quota]
         key = item.key_for(quota.lower(), g.ner_client)
-        count = self.counter.add(key, item.get_expiry(), amount)
+        count = self.store.add(key, item.get_expiry(), amount)
         if count > item.amount and amount > 0:
             if quota == "Tokens":
-                count = self.counter.add(key, item.get_expiry(), -amount)
+                count = self.store.add(key, item.get_expiry(), -amount)
             g.ner_remaining[quota] = max(0, item.amount - count)
             raise TooManyRequests(f"over the {quota.lower()} quota of {item}",
-                                  retry_after=self.counter.seconds_left(key))
+                                  retry_after=self.store.seconds_left(key))
         g.ner_remaining[quota] = max(0, item.amount - count)
 
     def add_headers(self, response: Response) -> Response:

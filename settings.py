@@ -89,7 +89,7 @@ def sha256_digests(text: str) -> tuple[str, ...]:
 
 
 def redis_url(text: str) -> str:
-    if text and not text.startswith(("redis://", "rediss://", "unix://")):
+    if text and not text.startswith(("redis://", "rediss://")):
         raise ValueError(text)
     return text
 
@@ -121,7 +121,7 @@ VARIABLES = (
              "requests a client may send to POST /api, such as 600/minute; empty is no quota", quota),
     Variable("NER_TOKEN_RATE_LIMIT", "", "a quota such as 200000/minute, or nothing",
              "tokens a client may have tagged, such as 200000/minute; empty is no quota", quota),
-    Variable("REDIS_URL", "", "a redis://, rediss:// or unix:// URL, or nothing",
+    Variable("REDIS_URL", "", "a redis:// or rediss:// URL, or nothing",
              "Redis that every worker and dyno count quotas in (Heroku Key-Value Store sets it); "
              "empty counts them in each worker", redis_url, secret=True),
     Variable("NER_TRUSTED_PROXIES", "1", "a whole number of 0 or more",

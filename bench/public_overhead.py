@@ -13,7 +13,7 @@ wrk (one thread) posts 15-word CoNLL test sentences to each server in turn at
 every level, so that a noisy moment hits all alike; medians of --repeats runs of
 --seconds. Then each server's memory (RSS and PSS of the workers, and the PSS
 total against the 512 MB dyno), and, from Python, what one quota charge
-(access.Counter.add: one Redis round trip) and one token count cost.
+(access.QuotaStore.add: one Redis round trip) and one token count cost.
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ def main() -> None:
                 for (name, connections), level_runs in runs.items()]
         memories = {name: workers_memory(server) for name, server in servers.items()}
 
-        counter = access.Counter(redis.url)
+        store = access.QuotaStore(redis.url)
         texts = [json.loads(line)["text"] for line in bodies.read_text().splitlines()[:200]]
-        charge_us = median_us(lambda: counter.add("bench", 60, 1))
+        charge_us = median_us(lambda: store.add("bench", 60, 1))
         count_us = statistics.median(median_us(lambda t=text: app.count_tokens([t]), 20) for text in texts)
 
     print(f"{args.workers} workers; medians of {args.repeats} runs of {args.seconds} s; load average "

@@ -175,10 +175,10 @@ def test_the_client_address_is_the_one_the_last_trusted_proxy_appended(forwarded
 
 
 def test_a_redis_that_fails_is_replaced_by_memory_with_one_warning_and_a_metric(caplog):
-    counter = access.Counter(f"redis://127.0.0.1:{free_port()}")  # nothing listens there
+    store = access.QuotaStore(f"redis://127.0.0.1:{free_port()}")  # nothing listens there
     failures = REGISTRY.get_sample_value("ner_quota_redis_failures_total")
     with caplog.at_level(logging.WARNING, logger="access"):
-        counts = [counter.add("client", 60, 1) for _ in range(3)]
+        counts = [store.add("client", 60, 1) for _ in range(3)]
     assert counts == [1, 2, 3]  # counted in memory
     assert [r.getMessage() for r in caplog.records] == [
         "quotas: Redis failed (ConnectionError); counting in this worker until it answers"]
@@ -189,14 +189,14 @@ def test_a_redis_that_fails_is_replaced_by_memory_with_one_warning_and_a_metric(
 def test_a_worker_counts_in_redis_again_once_it_answers(monkeypatch, caplog):
     monkeypatch.setattr(access, "REDIS_RETRY_S", 0)
     with redis_server() as redis:
-        counter = access.Counter(redis.url)
-        assert counter.add("client", 60, 1) == 1
+        store = access.QuotaStore(redis.url)
+        assert store.add("client", 60, 1) == 1
         redis.stop()
         with caplog.at_level(logging.WARNING, logger="access"):
-            assert counter.add("client", 60, 1) == 1  # a fresh count in memory
+            assert store.add("client", 60, 1) == 1  # a fresh count in memory
             redis.start()  # empty
-            assert counter.add("client", 60, 1) == 1  # in Redis again
-        assert redis.client().get(counter.shared.prefixed_key("client")) == b"1"
+            assert store.add("client", 60, 1) == 1  # in Redis again
+        assert redis.client().get(store.shared.prefixed_key("client")) == b"1"
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
         "quotas: Redis failed", "quotas: Redis answers again; counting in Redis"]
     assert REGISTRY.get_sample_value("ner_quota_local_workers") == 0
@@ -209,7 +209,7 @@ def test_a_rediss_url_with_a_self_signed_certificate_is_counted_in_redis(tmp_pat
                    check=True, capture_output=True, timeout=60)
     with redis_server(tls_files=(certificate, key)) as redis:
         assert redis.url.startswith("rediss://")
-        counter = access.Counter(redis.url)
-        assert [counter.add("client", 60, 2) for _ in range(2)] == [2, 4]
-        assert counter._local_since is None  # never fell back
-        assert redis.client().get(counter.shared.prefixed_key("client")) == b"4"
+        store = access.QuotaStore(redis.url)
+        assert [store.add("client", 60, 2) for _ in range(2)] == [2, 4]
+        assert store._local_since is None  # never fell back
+        assert redis.client().get(store.shared.prefixed_key("client")) == b"4"

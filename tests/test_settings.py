@@ -23,6 +23,15 @@ BAD_VALUES = [
     ("NER_LOAD_WAIT_S", "nan", "NER_LOAD_WAIT_S='nan' is not valid: it takes a number of seconds, 0 or more"),
     ("PORT", "70000", "PORT='70000' is not valid: it takes a port number from 1 to 65535"),
     ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY='0' is not valid: it takes a whole number of 1 or more"),
+    ("NER_RATE_LIMIT", "600/minute;9000/hour",
+     "NER_RATE_LIMIT='600/minute;9000/hour' is not valid: it takes a quota such as 600/minute, or nothing"),
+    ("NER_TOKEN_RATE_LIMIT", "0/minute",
+     "NER_TOKEN_RATE_LIMIT='0/minute' is not valid: it takes a quota such as 200000/minute, or nothing"),
+    ("NER_METRICS", "yes", "NER_METRICS='yes' is not valid: it takes on or off"),
+    # A secret's value is never echoed to the log: a plain key where its digest belongs, a URL with its password.
+    ("NER_API_KEYS", "my-plain-key",
+     "NER_API_KEYS is not valid: it takes comma-separated SHA-256 digests of the keys, 64 hex digits each"),
+    ("REDIS_URL", "http://:password@host:6379", "REDIS_URL is not valid: it takes a redis:// or rediss:// URL, or nothing"),
 ]
 
 
@@ -31,6 +40,14 @@ def test_every_default_is_a_value_its_variable_accepts():
     assert list(defaults) == [variable.name for variable in settings.VARIABLES]
     assert defaults["NER_MAX_TEXTS"] == 50 and defaults["NER_LOAD_WAIT_S"] == 10.0
     assert defaults["NER_MODEL_DIR"] == ROOT / "results" / "crf"
+
+
+def test_keys_and_quotas_are_parsed_once():
+    digest = "AB" * 32
+    values = settings.load({"NER_API_KEYS": f" {digest}, {'0' * 64}", "NER_RATE_LIMIT": "10 per second"})
+    assert values["NER_API_KEYS"] == (digest.lower(), "0" * 64)
+    assert (values["NER_RATE_LIMIT"].amount, values["NER_RATE_LIMIT"].get_expiry()) == (10, 1)
+    assert settings.defaults()["NER_RATE_LIMIT"] is None and settings.defaults()["NER_API_KEYS"] == ()
 
 
 def test_values_come_from_the_environment():
