@@ -16,6 +16,7 @@ import hmac
 import os
 import time
 from collections import Counter as Tally
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -54,12 +55,15 @@ QUOTA_REDIS_FAILURES = Counter("ner_quota_redis_failures_total", "Times a worker
 REFUSALS = (401, 413, 429)
 
 
-def count_tagged(results: list[dict[str, Any]]) -> None:
-    """Count the texts, tokens and entities of one request's answers."""
-    TEXTS.inc(len(results))
-    TOKENS.inc(sum(len(result["tokens"]) for result in results))
-    for entity_type, count in Tally(e["type"] for result in results for e in result["entities"]).items():
-        ENTITIES.labels(entity_type).inc(count)
+def counted(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The results of a request, each counted (a text, its tokens, its entities
+    by type) as it is tagged: a many-text answer is sent while it is tagged."""
+    for result in results:
+        TEXTS.inc()
+        TOKENS.inc(len(result["tokens"]))
+        for entity_type, count in Tally(entity["type"] for entity in result["entities"]).items():
+            ENTITIES.labels(entity_type).inc(count)
+        yield result
 
 
 def init_app(app: Flask, model_info: Any) -> None:
@@ -77,16 +81,18 @@ def init_app(app: Flask, model_info: Any) -> None:
     @app.after_request
     def count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"  # not the path: 404s are unbounded
-        REQUESTS.labels(route, response.status_code).inc()
-        DURATION.labels(route).observe(time.perf_counter() - g.ner_started)
-        if response.status_code in REFUSALS:
-            REFUSED.labels(response.status_code, response.get_json()["error"]["code"]).inc()
-        return response
+        status, started = response.status_code, g.ner_started
+        if status in REFUSALS:
+            REFUSED.labels(status, response.get_json()["error"]["code"]).inc()
 
-    @app.teardown_request
-    def end(_: BaseException | None) -> None:
-        if g.pop("ner_started", None) is not None:
+        def answered() -> None:
             IN_FLIGHT.dec()
+            REQUESTS.labels(route, status).inc()
+            DURATION.labels(route).observe(time.perf_counter() - started)
+
+        # Once the answer is sent: a many-text answer is tagged while it is sent.
+        response.call_on_close(answered)
+        return response
 
     @app.get("/metrics")
     def scrape() -> Response:

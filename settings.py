@@ -1,13 +1,14 @@
 """Every environment variable the service reads: its default, what it accepts and what it means.
 
-Read in one place, at start-up: gunicorn.conf.py reads PORT and WEB_CONCURRENCY,
-app.create_app() the rest. A value the service cannot use stops start-up with one
+Read once a process, at start-up (current()): gunicorn.conf.py reads PORT and
+WEB_CONCURRENCY, app.create_app() the rest, from the same parsed values. A value the service cannot use stops start-up with one
 line that names the variable and says what it accepts. app.json lists the same
 variables for Heroku (tests/test_deploy_files.py checks that they agree).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ import limits
 from model import files
 from model.backends import BACKENDS
 
-ROOT = Path(__file__).resolve().parent
+ROOT = files.REPOSITORY
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,34 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+# An origin as browsers send it: scheme, host and an optional port; the host
+# may begin with "*." for any subdomain of the rest (never the rest itself).
+_ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d{1,5})?")
+
+
+def cors_origins(text: str) -> str | tuple[str | re.Pattern, ...]:
+    """"*" (any origin), or comma-separated origins: each exact, or with a
+    subdomain wildcard ("https://*.example.com" allows https://a.example.com
+    and https://a.b.example.com, not https://example.com nor
+    https://example.com.evil.net). Patterns for Flask-CORS, which matches a
+    string with regular-expression characters from its start only, so the
+    wildcards become anchored patterns here."""
+    if text.strip() == "*":
+        return "*"
+    origins: list[str | re.Pattern] = []
+    for item in (part.strip() for part in text.split(",")):
+        match = _ORIGIN.fullmatch(item)
+        if match is None:
+            raise ValueError(item)
+        scheme, wildcard, host, port = match.groups()
+        if wildcard:
+            origins.append(re.compile(rf"{scheme}://[a-z0-9-]+(?:\.[a-z0-9-]+)*\.{re.escape(host + (port or ''))}\Z",
+                                      re.IGNORECASE))
+        else:
+            origins.append(item)
+    return tuple(origins)
 
 
 def directory(text: str) -> Path:
@@ -104,14 +133,17 @@ VARIABLES = (
     Variable("NER_BACKEND", "onnx", " or ".join(BACKENDS),
              "onnx (the lean runtime) or tensorflow (the reference; needs requirements-train.txt)",
              one_of(BACKENDS)),
-    Variable("NER_CORS_ORIGINS", "*", "* or comma-separated origins",
-             "origins allowed to call the API from a browser; * is any", str),
+    Variable("NER_CORS_ORIGINS", "*",
+             "* or comma-separated origins such as https://app.example.com or https://*.example.com",
+             "origins allowed to call the API from a browser; * is any, *. any subdomain", cors_origins),
     Variable("NER_MAX_BODY_BYTES", "1048576", "a whole number of 1 or more",
              "largest request body, in bytes", whole_number(1)),
     Variable("NER_MAX_TEXT_CHARS", "10000", "a whole number of 1 or more",
              "longest text, in characters", whole_number(1)),
     Variable("NER_MAX_TEXTS", "50", "a whole number of 1 or more",
              "most texts in one request", whole_number(1)),
+    Variable("NER_MAX_TOKENS", "100000", "a whole number of 1 or more",
+             "most tokens in one request, all texts together (what tagging costs follows)", whole_number(1)),
     Variable("NER_LOAD_WAIT_S", "10", "a number of seconds, 0 or more",
              "how long a request waits for a model still loading before a 503", seconds),
     Variable("NER_API_KEYS", "", "comma-separated SHA-256 digests of the keys, 64 hex digits each",
@@ -145,6 +177,12 @@ def load(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
             setting = variable.name if variable.secret else f"{variable.name}={text!r}"
             raise ConfigError(f"{setting} is not valid: it takes {variable.accepts}") from None
     return values
+
+
+@functools.cache
+def current() -> dict[str, Any]:
+    """The process's settings, from its environment, parsed once."""
+    return load()
 
 
 def defaults() -> dict[str, Any]:

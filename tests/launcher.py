@@ -21,7 +21,9 @@ from typing import TypeVar
 import psutil
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from model import files
+
+ROOT = files.REPOSITORY
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 120
 T = TypeVar("T")
@@ -108,6 +110,16 @@ def gunicorn(log: Path, workers: int = 2, bind_loopback: bool = True, directory:
             process.kill()
             process.wait()
 
+
+def slug_files() -> list[str]:
+    """The files Heroku would put in the slug: the repository's (untracked ones
+    not ignored included) less those .slugignore names (git reads its patterns
+    as Heroku does)."""
+    def git_files(*options: str) -> set[str]:
+        command = ["git", "ls-files", "--cached", "--others", "--exclude-standard", *options]
+        return set(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
+
+    return sorted(git_files() - git_files("--ignored", "--exclude-from=.slugignore"))
 
 
 class Redis:

@@ -13,8 +13,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 import access
-import serve
-from app import create_app, model_loader
 from tests.launcher import free_port, redis_server
 
 KEY = "k3y-for-the-tests"
@@ -22,19 +20,6 @@ OTHER_KEY = "another-key"
 DIGEST = hashlib.sha256(KEY.encode()).hexdigest()
 TEXT = "Angela Merkel visited Washington."  # 5 tokens
 ROUTER = "10.1.2.3"  # what Heroku's router appends to X-Forwarded-For
-
-
-@pytest.fixture
-def make_client(monkeypatch, model_api):
-    """A test client of an app with `config`, sharing the session's loaded model."""
-    monkeypatch.setattr(serve, "get_model_api", lambda *_: model_api)
-
-    def make(**config):
-        app = create_app(config)
-        model_loader(app).wait(60)
-        return app.test_client()
-
-    return make
 
 
 def error_of(response) -> dict:
