@@ -86,9 +86,9 @@ def init_app(app: Flask, model_info: Any) -> None:
             REFUSED.labels(status, response.get_json()["error"]["code"]).inc()
 
         def answered() -> None:
-            IN_FLIGHT.dec()
             REQUESTS.labels(route, status).inc()
             DURATION.labels(route).observe(time.perf_counter() - started)
+            IN_FLIGHT.dec()  # last: a request no longer in flight has been counted
 
         # Once the answer is sent: a many-text answer is tagged while it is sent.
         response.call_on_close(answered)

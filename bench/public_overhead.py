@@ -2,28 +2,26 @@
 
     python bench/public_overhead.py [--connections 1 8] [--seconds 5] [--repeats 3] [--workers 2]
 
-gunicorn servers (the project's gunicorn.conf.py, loopback), all started at once:
-  off        no key, no quota, NER_METRICS=off (the demo as it was);
-  on         an API key on every request, a request and a token quota (high
-             enough never to refuse) counted in a redis-server on loopback, metrics;
-  on-no-tok  the same without the token quota: until the per-request token
-             budget counts the tokens once, the token quota tokenizes each text
-             a second time, and this row shows what that costs.
-wrk (one thread) posts 15-word CoNLL test sentences to each server in turn at
-every level, so that a noisy moment hits all alike; medians of --repeats runs of
+Two gunicorn servers (the project's gunicorn.conf.py, loopback), started together:
+  off  no key, no quota, NER_METRICS=off (the open demo);
+  on   an API key checked on every request, a request and a token quota (high
+       enough never to refuse) counted in a redis-server on loopback (two round
+       trips a request: one a quota), and metrics.
+wrk (one thread) posts 15-word CoNLL test sentences to both servers in turn at
+every level, so that a noisy moment hits both alike; medians of --repeats runs of
 --seconds. Then each server's memory (RSS and PSS of the workers, and the PSS
-total against the 512 MB dyno), and, from Python, what one quota charge
-(access.QuotaStore.add: one Redis round trip) and one token count cost.
+total against the 512 MB dyno), and, from Python, what one quota charge costs
+(access.QuotaStore.add: one Redis round trip).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import psutil
@@ -32,7 +30,6 @@ from common import wrk as run_wrk
 from load import WARM_UP_CONNECTIONS, WARM_UP_SECONDS, measure, median_row
 
 import access
-import app
 from tests.launcher import redis_server
 
 KEY = "bench-key"
@@ -42,13 +39,12 @@ CALLS = 2000
 
 
 def configurations(redis_url: str) -> dict[str, dict[str, str]]:
-    on = {"NER_API_KEYS": hashlib.sha256(KEY.encode()).hexdigest(), **QUOTAS, "REDIS_URL": redis_url,
-          "NER_METRICS": "on"}
-    return {"off": {"NER_METRICS": "off"}, "on": on,
-            "on-no-tok": {**on, "NER_TOKEN_RATE_LIMIT": ""}}
+    return {"off": {"NER_METRICS": "off"},
+            "on": {"NER_API_KEYS": hashlib.sha256(KEY.encode()).hexdigest(), **QUOTAS, "REDIS_URL": redis_url,
+                   "NER_METRICS": "on"}}
 
 
-def median_us(call, calls: int = CALLS) -> float:
+def median_us(call: Callable[[], object], calls: int = CALLS) -> float:
     times = []
     for _ in range(calls):
         started = time.perf_counter()
@@ -93,9 +89,7 @@ def main() -> None:
         memories = {name: workers_memory(server) for name, server in servers.items()}
 
         store = access.QuotaStore(redis.url)
-        texts = [json.loads(line)["text"] for line in bodies.read_text().splitlines()[:200]]
         charge_us = median_us(lambda: store.add("bench", 60, 1))
-        count_us = statistics.median(median_us(lambda t=text: app.count_tokens([t]), 20) for text in texts)
 
     print(f"{args.workers} workers; medians of {args.repeats} runs of {args.seconds} s; load average "
           f"{os.getloadavg()[0]:.2f} (the machine is shared)")
@@ -110,11 +104,11 @@ def main() -> None:
     for name, m in memories.items():
         print(f"{name:<10} worker RSS {m['worker_rss_mb']:.0f} MB, PSS {m['worker_pss_mb']:.0f} MB; "
               f"total PSS {m['total_pss_mb']:.0f} of {DYNO_MB} MB")
-    print(f"one quota charge in Redis on loopback: {charge_us:.0f} us; one 15-word token count: {count_us:.0f} us")
+    print(f"one quota charge in Redis on loopback: {charge_us:.0f} us")
     path = write_json(args.output, {
         **machine(), "load_average_at_end": os.getloadavg(), "workers": args.workers,
         "seconds": args.seconds, "repeats": args.repeats, "rows": rows, "memory": memories,
-        "quota_charge_us": charge_us, "token_count_us": count_us, "dyno_mb": DYNO_MB,
+        "quota_charge_us": charge_us, "dyno_mb": DYNO_MB,
         "load_generator": "wrk 1 thread, Lua script bench/post.lua; 15-word CoNLL test sentences",
     })
     print(f"wrote {path}")
