@@ -75,8 +75,8 @@ class QuotaStore:
                 options["ssl_cert_reqs"] = "none"
             self.shared = storage_from_string(redis_url, **options)
         self._lock = threading.Lock()
-        self._local_since: float | None = None  # when Redis failed; None while it answers
-        self._next_try = 0.0
+        self.counting_locally = False  # while Redis fails
+        self._next_try = 0.0  # when to ask Redis again (time.monotonic())
 
     def add(self, key: str, window_s: int, amount: int) -> int:
         """Add `amount` to `key`'s count in its window (begun at its first add); the new count."""
@@ -100,12 +100,11 @@ class QuotaStore:
     def _storage(self) -> Storage:
         if self.shared is None:
             return self.local
-        if self._local_since is not None and self._time_to_try_redis() and self.shared.check():  # a PING
-            with self._lock:
-                self._local_since = None
+        if self.counting_locally and self._time_to_try_redis() and self.shared.check():  # a PING
+            self.counting_locally = False
             metrics.QUOTA_COUNTED_LOCALLY.set(0)
             log.warning("quotas: Redis answers again; counting in Redis")
-        return self.local if self._local_since is not None else self.shared
+        return self.local if self.counting_locally else self.shared
 
     def _time_to_try_redis(self) -> bool:
         """Whether this thread asks Redis now: once every REDIS_RETRY_S seconds, whatever the threads."""
@@ -118,10 +117,10 @@ class QuotaStore:
 
     def _count_locally(self, error: StorageError) -> None:
         with self._lock:
-            if self._local_since is not None:
+            if self.counting_locally:
                 return  # one warning a failure, not one a request
-            self._local_since = self._next_try = time.monotonic()
-            self._next_try += REDIS_RETRY_S
+            self.counting_locally = True
+            self._next_try = time.monotonic() + REDIS_RETRY_S
         metrics.QUOTA_REDIS_FAILURES.inc()
         metrics.QUOTA_COUNTED_LOCALLY.set(1)
         log.warning("quotas: Redis failed (%s); counting in this worker until it answers",
@@ -133,8 +132,8 @@ class Access:
 
     def __init__(self, config: dict[str, Any]):
         self.digests: tuple[str, ...] = config["NER_API_KEYS"]
-        limits = dict(zip(QUOTAS, (config["NER_RATE_LIMIT"], config["NER_TOKEN_RATE_LIMIT"]), strict=True))
-        self.quotas: dict[str, RateLimitItem] = {quota: item for quota, item in limits.items() if item is not None}
+        configured = zip(QUOTAS, (config["NER_RATE_LIMIT"], config["NER_TOKEN_RATE_LIMIT"]), strict=True)
+        self.quotas: dict[str, RateLimitItem] = {quota: item for quota, item in configured if item is not None}
         self.trusted_proxies: int = config["NER_TRUSTED_PROXIES"]
         self.store = QuotaStore(config["REDIS_URL"])
 
@@ -199,13 +198,9 @@ def presented_key() -> str | None:
     return request.headers.get("X-API-Key") or None
 
 
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def matching_key_id(key: str, digests: tuple[str, ...]) -> str | None:
     """The id of the configured digest that `key` hashes to; every digest is compared, in constant time."""
-    digest = key_digest(key)
+    digest = hashlib.sha256(key.encode()).hexdigest()
     matched = None
     for known in digests:
         if hmac.compare_digest(digest, known):

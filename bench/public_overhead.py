@@ -11,13 +11,16 @@ wrk (one thread) posts 15-word CoNLL test sentences to both servers in turn at
 every level, so that a noisy moment hits both alike; medians of --repeats runs of
 --seconds. Then each server's memory (RSS and PSS of the workers, and the PSS
 total against the 512 MB dyno), and, from Python, what one quota charge costs
-(access.QuotaStore.add: one Redis round trip).
+(access.QuotaStore.add: one Redis round trip), in a loop and right after a
+model call, as in a worker: on a busy machine the process that has just used
+the CPU waits for its turn when the answer comes back.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import statistics
 import time
@@ -30,6 +33,8 @@ from common import wrk as run_wrk
 from load import WARM_UP_CONNECTIONS, WARM_UP_SECONDS, measure, median_row
 
 import access
+import settings
+from model.pipeline import load_pipeline
 from tests.launcher import redis_server
 
 KEY = "bench-key"
@@ -90,6 +95,13 @@ def main() -> None:
 
         store = access.QuotaStore(redis.url)
         charge_us = median_us(lambda: store.add("bench", 60, 1))
+        pipeline = load_pipeline(settings.current()["NER_MODEL_DIR"], "onnx")
+        sentence = json.loads(bodies.read_text().splitlines()[0])["text"]
+        after_model = []
+        for _ in range(CALLS // 10):
+            pipeline.tag([sentence])
+            after_model.append(median_us(lambda: store.add("bench", 60, 1), 1))
+        charge_after_model_us = statistics.median(after_model)
 
     print(f"{args.workers} workers; medians of {args.repeats} runs of {args.seconds} s; load average "
           f"{os.getloadavg()[0]:.2f} (the machine is shared)")
@@ -104,11 +116,12 @@ def main() -> None:
     for name, m in memories.items():
         print(f"{name:<10} worker RSS {m['worker_rss_mb']:.0f} MB, PSS {m['worker_pss_mb']:.0f} MB; "
               f"total PSS {m['total_pss_mb']:.0f} of {DYNO_MB} MB")
-    print(f"one quota charge in Redis on loopback: {charge_us:.0f} us")
+    print(f"one quota charge in Redis on loopback: {charge_us:.0f} us in a loop, "
+          f"{charge_after_model_us:.0f} us right after a model call")
     path = write_json(args.output, {
         **machine(), "load_average_at_end": os.getloadavg(), "workers": args.workers,
         "seconds": args.seconds, "repeats": args.repeats, "rows": rows, "memory": memories,
-        "quota_charge_us": charge_us, "dyno_mb": DYNO_MB,
+        "quota_charge_us": charge_us, "quota_charge_after_model_call_us": charge_after_model_us, "dyno_mb": DYNO_MB,
         "load_generator": "wrk 1 thread, Lua script bench/post.lua; 15-word CoNLL test sentences",
     })
     print(f"wrote {path}")

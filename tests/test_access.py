@@ -196,5 +196,5 @@ def test_a_rediss_url_with_a_self_signed_certificate_is_counted_in_redis(tmp_pat
         assert redis.url.startswith("rediss://")
         store = access.QuotaStore(redis.url)
         assert [store.add("client", 60, 2) for _ in range(2)] == [2, 4]
-        assert store._local_since is None  # never fell back
+        assert not store.counting_locally
         assert redis.client().get(store.shared.prefixed_key("client")) == b"4"
