@@ -9,11 +9,14 @@ Two gunicorn servers (the project's gunicorn.conf.py, loopback), started togethe
        trips a request: one a quota), and metrics.
 wrk (one thread) posts 15-word CoNLL test sentences to both servers in turn at
 every level, so that a noisy moment hits both alike; medians of --repeats runs of
---seconds. Then each server's memory (RSS and PSS of the workers, and the PSS
-total against the 512 MB dyno), and, from Python, what one quota charge costs
-(access.QuotaStore.add: one Redis round trip), in a loop and right after a
-model call, as in a worker: on a busy machine the process that has just used
-the CPU waits for its turn when the answer comes back.
+--seconds. Beside req/s and latency, which a busy machine blurs, each run gives
+the CPU time the server's processes (and Redis) spent a request, which it
+blurs much less: at saturation, req/s is the cores over it. Then each server's memory (RSS and PSS of the workers, and the PSS
+total against the 512 MB dyno), and what each part costs a request, timed
+alone: the key check, the metrics a request updates (in multiprocess mode, as
+under gunicorn), and one quota charge (access.QuotaStore.add: one Redis round
+trip) in a loop and right after a model call, as in a worker: on a busy machine
+the process that has just used the CPU waits for its turn when the answer comes back.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import hashlib
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
 import psutil
-from common import bodies_file, gunicorn, machine, memory, require_wrk, write_json
+from common import ROOT, bodies_file, gunicorn, machine, memory, require_wrk, write_json
 from common import wrk as run_wrk
 from load import WARM_UP_CONNECTIONS, WARM_UP_SECONDS, measure, median_row
 
@@ -56,6 +62,49 @@ def median_us(call: Callable[[], object], calls: int = CALLS) -> float:
         call()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1e6
+
+
+def cpu_seconds(pid: int, children: bool) -> float:
+    """User and system CPU time of a process (and its children: gunicorn's workers)."""
+    process = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [process, *(process.children() if children else [])])
+
+
+def measure_cpu(server, redis, connections: int, seconds: int, bodies, headers: dict) -> dict:
+    """One wrk run, with the server's and Redis's CPU milliseconds a request."""
+    server_before, redis_before = cpu_seconds(server.process.pid, True), cpu_seconds(redis.process.pid, False)
+    run = measure(server.url, connections, seconds, bodies, headers)
+    requests = max(run["requests"], 1)
+    run["cpu_ms_per_request"] = (cpu_seconds(server.process.pid, True) - server_before) * 1000 / requests
+    run["redis_cpu_ms_per_request"] = (cpu_seconds(redis.process.pid, False) - redis_before) * 1000 / requests
+    return run
+
+
+# One request's metric updates (metrics.py's hooks and counted()), timed in a
+# process of their own: prometheus_client's mode is fixed when it is imported.
+METRICS_TIMING = """
+import time, metrics
+result = {"tokens": [None] * 15, "entities": [{"type": "PER"}, {"type": "LOC"}]}
+def one_request():
+    metrics.IN_FLIGHT.inc()
+    list(metrics.counted(iter([result])))
+    metrics.REQUESTS.labels("/api", 200).inc()
+    metrics.DURATION.labels("/api").observe(0.003)
+    metrics.IN_FLIGHT.dec()
+one_request()
+started = time.perf_counter()
+for _ in range(%d):
+    one_request()
+print((time.perf_counter() - started) / %d * 1e6)
+"""
+
+
+def metrics_us(calls: int = CALLS) -> float:
+    with tempfile.TemporaryDirectory() as directory:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
+        output = subprocess.run([sys.executable, "-c", METRICS_TIMING % (calls, calls)], cwd=ROOT, env=env,
+                                capture_output=True, text=True, check=True).stdout
+    return float(output)
 
 
 def workers_memory(server) -> dict:
@@ -86,10 +135,13 @@ def main() -> None:
         for _ in range(args.repeats):
             for connections in args.connections:
                 for name, server in servers.items():
-                    run = measure(server.url, connections, args.seconds, bodies, headers)
+                    run = measure_cpu(server, redis, connections, args.seconds, bodies, headers)
                     assert run["errors"] == 0, (name, run)  # a 401 or a 429 would count as an error
                     runs.setdefault((name, connections), []).append(run)
-        rows = [{"server": name, "connections": connections, **median_row(level_runs), "runs": level_runs}
+        rows = [{"server": name, "connections": connections, **median_row(level_runs),
+                 **{key: statistics.median(run[key] for run in level_runs)
+                    for key in ("cpu_ms_per_request", "redis_cpu_ms_per_request")},
+                 "runs": level_runs}
                 for (name, connections), level_runs in runs.items()]
         memories = {name: workers_memory(server) for name, server in servers.items()}
 
@@ -102,26 +154,33 @@ def main() -> None:
             pipeline.tag([sentence])
             after_model.append(median_us(lambda: store.add("bench", 60, 1), 1))
         charge_after_model_us = statistics.median(after_model)
+    digests = (hashlib.sha256(KEY.encode()).hexdigest(),)
+    parts_us = {"key check": median_us(lambda: access.matching_key_id(KEY, digests)),
+                "metrics": metrics_us(), "quota charge (Redis)": charge_us,
+                "quota charge (Redis), after a model call": charge_after_model_us}
 
     print(f"{args.workers} workers; medians of {args.repeats} runs of {args.seconds} s; load average "
           f"{os.getloadavg()[0]:.2f} (the machine is shared)")
-    print(f"{'':<10} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs off':>13} {'p50 vs off':>11}")
+    print(f"{'':<10} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs off':>13} {'p50 vs off':>11} "
+          f"{'CPU ms/req':>11} {'+Redis':>7} {'CPU vs off':>11}")
     off = {row["connections"]: row for row in rows if row["server"] == "off"}
     for row in sorted(rows, key=lambda r: (r["connections"], list(servers).index(r["server"]))):
         base = off[row["connections"]]
         row["rps_ratio"] = row["rps"] / base["rps"]
         row["p50_delta_ms"] = row["p50_ms"] - base["p50_ms"]
+        row["cpu_ratio"] = (row["cpu_ms_per_request"] + row["redis_cpu_ms_per_request"]) / base["cpu_ms_per_request"]
         print(f"{row['server']:<10} {row['connections']:>3} {row['rps']:>8.1f} {row['p50_ms']:>8.3f} "
-              f"{row['p99_ms']:>8.3f} {row['rps_ratio']:>13.3f} {row['p50_delta_ms']:>+11.3f}")
+              f"{row['p99_ms']:>8.3f} {row['rps_ratio']:>13.3f} {row['p50_delta_ms']:>+11.3f} "
+              f"{row['cpu_ms_per_request']:>11.3f} {row['redis_cpu_ms_per_request']:>7.3f} {row['cpu_ratio']:>11.3f}")
     for name, m in memories.items():
         print(f"{name:<10} worker RSS {m['worker_rss_mb']:.0f} MB, PSS {m['worker_pss_mb']:.0f} MB; "
               f"total PSS {m['total_pss_mb']:.0f} of {DYNO_MB} MB")
-    print(f"one quota charge in Redis on loopback: {charge_us:.0f} us in a loop, "
-          f"{charge_after_model_us:.0f} us right after a model call")
+    for part, us in parts_us.items():
+        print(f"{part:<42} {us:6.0f} us a request" + (" (two a request: requests, tokens)" if "quota" in part else ""))
     path = write_json(args.output, {
         **machine(), "load_average_at_end": os.getloadavg(), "workers": args.workers,
         "seconds": args.seconds, "repeats": args.repeats, "rows": rows, "memory": memories,
-        "quota_charge_us": charge_us, "quota_charge_after_model_call_us": charge_after_model_us, "dyno_mb": DYNO_MB,
+        "parts_us": parts_us, "dyno_mb": DYNO_MB,
         "load_generator": "wrk 1 thread, Lua script bench/post.lua; 15-word CoNLL test sentences",
     })
     print(f"wrote {path}")
