@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--output", default="public_overhead.json")
     args = parser.parse_args()
     require_wrk()
+    started = machine()  # the load average as the run begins
     headers = {"Authorization": f"Bearer {KEY}"}
 
     with bodies_file() as bodies, redis_server() as redis, ExitStack() as stack:
@@ -178,7 +179,7 @@ def main() -> None:
     for part, us in parts_us.items():
         print(f"{part:<42} {us:6.0f} us a request" + (" (two a request: requests, tokens)" if "quota" in part else ""))
     path = write_json(args.output, {
-        **machine(), "load_average_at_end": os.getloadavg(), "workers": args.workers,
+        **started, "load_average_at_end": os.getloadavg(), "workers": args.workers,
         "seconds": args.seconds, "repeats": args.repeats, "rows": rows, "memory": memories,
         "parts_us": parts_us, "dyno_mb": DYNO_MB,
         "load_generator": "wrk 1 thread, Lua script bench/post.lua; 15-word CoNLL test sentences",
