@@ -11,20 +11,22 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, request, send_file
+from flask import Flask, Response, jsonify, request
 from flask_cors import CORS
 from gunicorn.http.errors import ParseException
+from pydantic import TypeAdapter
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
+import contract
 import serve
 import settings
+from contract import ApiError
+from pages import register_pages
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent
 WARM_UP_TEXT = "Angela Merkel visited Washington."
 # After a request of more text than this, the worker hands the memory it freed
 # back to the system (serve.give_back_memory).
@@ -37,15 +39,6 @@ def flask_config() -> dict[str, Any]:
     # Flask answers 413 by itself for a body over MAX_CONTENT_LENGTH bytes.
     config["MAX_CONTENT_LENGTH"] = config.pop("NER_MAX_BODY_BYTES")
     return config
-
-
-class ApiError(Exception):
-    """An error answered as JSON {"error": {"code", "message"}} with `status`."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.retry_after_s = retry_after_s  # a Retry-After header, for a failure that passes
 
 
 class ModelLoader:
@@ -122,8 +115,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     loader = ModelLoader(lambda: serve.get_model_api(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
     app.extensions["ner_model"] = loader
 
+    body_type = contract.request_body_type(app.config["NER_MAX_TEXT_CHARS"], app.config["NER_MAX_TEXTS"])
     register_error_handlers(app)
-    register_routes(app, loader)
+    register_routes(app, loader, body_type)
+    register_pages(app, contract.openapi_document(app.config, body_type))
     return app
 
 
@@ -132,7 +127,7 @@ def model_loader(app: Flask) -> ModelLoader:
     return app.extensions["ner_model"]
 
 
-def register_routes(app: Flask, loader: ModelLoader) -> None:
+def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> None:
     # One request tagged at a time a process, as with sync workers: gunicorn's
     # threads are there to wait on slow clients, and a request's memory is
     # bounded (model.windows, model.vocab.MAX_BATCH_CELLS) only one at a time.
@@ -151,14 +146,12 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
                 "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}; optional "min_score"',
                 "GET /api/model": "the model: version, tags, dev and test F1",
                 "GET /client": "a web page to try the API",
+                "GET /docs": "the API reference, interactive",
+                "GET /openapi.json": "the API's OpenAPI 3.1 document",
                 "GET /healthz": "the process is alive",
                 "GET /readyz": "the model is loaded and warmed up (503 before)",
             },
         )
-
-    @app.get("/client")
-    def client() -> Response:
-        return send_file(ROOT / "simple_client.html", mimetype="text/html")
 
     @app.get("/healthz")
     def healthz() -> Response | tuple[Response, int]:
@@ -181,17 +174,10 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
     @app.post("/api")
     def api() -> Response:
         data = parse_json(read_body(app.config["MAX_CONTENT_LENGTH"]))
-        texts, single = parse_texts(data)
-        min_score = parse_min_score(data)
+        # Form, types and limits: the schemas that GET /openapi.json publishes.
+        texts, single, min_score = contract.parse_request(body_type, data)
         # For gunicorn's access log line (gunicorn.conf.py): how much text, never the text.
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
-        max_texts, max_chars = app.config["NER_MAX_TEXTS"], app.config["NER_MAX_TEXT_CHARS"]
-        if len(texts) > max_texts:
-            raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {max_texts} a request")
-        for i, text in enumerate(texts):
-            if len(text) > max_chars:
-                where = "text" if single else f"texts[{i}]"
-                raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
         with tagging:
             results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts, min_score)
             response = jsonify(results[0] if single else {"results": results})
@@ -229,45 +215,6 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
-
-
-def parse_texts(data: Any) -> tuple[list[str], bool]:
-    """The texts of a request, and whether it held a single text.
-
-    Accepted: a JSON string (the original api_ner contract), {"text": "..."}
-    or {"texts": ["...", ...]}.
-    """
-    if isinstance(data, str):
-        return [data], True
-    if not isinstance(data, dict) or ("text" in data) == ("texts" in data):
-        raise ApiError(
-            400, "invalid_request", 'the body must be a JSON string, {"text": "..."} or {"texts": ["...", ...]}'
-        )
-    if "text" in data:
-        if not isinstance(data["text"], str):
-            raise ApiError(400, "invalid_type", "'text' must be a string")
-        return [data["text"]], True
-    texts = data["texts"]
-    if not isinstance(texts, list):
-        raise ApiError(400, "invalid_type", "'texts' must be a list of strings")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ApiError(400, "invalid_type", f"'texts[{i}]' must be a string")
-    return texts, False
-
-
-def parse_min_score(data: Any) -> float:
-    """The optional "min_score" beside "text" or "texts": entities scored below
-    it are left out. 0 (every entity) when absent."""
-    if not isinstance(data, dict) or "min_score" not in data:
-        return 0.0
-    value = data["min_score"]
-    # bool is an int in Python, but `true` is no threshold.
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ApiError(400, "invalid_type", "'min_score' must be a number from 0 to 1")
-    if not 0 <= value <= 1:
-        raise ApiError(400, "invalid_value", f"'min_score' must be from 0 to 1, not {value}")
-    return float(value)
 
 
 def register_error_handlers(app: Flask) -> None:

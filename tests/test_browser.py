@@ -2,7 +2,7 @@
 
 The page is opened from a second local server, another origin than the API, so
 the calls are cross-origin for real. There is no internet: the page's jQuery
-CDN request is answered with the copy in tests/static (jQuery 3.7.1 as the CDN
+CDN request is answered with the copy in static/ (jQuery 3.7.1 as the CDN
 serves it; the page's integrity hash refuses any other bytes).
 """
 
@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]
-JQUERY = ROOT / "tests" / "static" / "jquery-3.7.1.min.js"
+JQUERY = ROOT / "static" / "jquery-3.7.1.min.js"
 
 
 @pytest.fixture(scope="session")
