@@ -1,0 +1,130 @@
+"""Every curl example of the README, run against gunicorn serving the committed
+model, answers what the README prints under it.
+
+The format read (```console blocks, as a terminal shows them):
+
+    ```console
+    $ curl -X POST localhost:5000/api -H 'Content-Type: application/json' \\
+           -d '{"text": "I love Paris"}'
+    {"input": ...}
+    ```
+
+- A command is a line that starts with `$ curl`, continued over the lines that
+  end with a backslash; it runs in bash as written, with `localhost:5000`
+  replaced by the test server's address.
+- The lines after it, up to the next `$ ` line or the end of the block, are
+  what it prints. Blank lines around them do not count. A block may hold
+  several commands; a command with nothing under it is only run.
+- What it prints is compared as JSON when it parses as JSON: exactly, except
+  that a number printed with N decimals is the service's number printed with N
+  decimals (a score of 0.9264 is any score that rounds to it).
+- With `curl -i`, the printing starts with the status line and headers: the
+  status line must be the same, and each header printed must be sent with the
+  value printed (any value for Date); the service may send more. The body after
+  the blank line is compared as above.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.launcher import ROOT
+
+README = ROOT / "README.md"
+CONSOLE_BLOCK = re.compile(r"^```console[ \t]*\n(.*?)^```", flags=re.MULTILINE | re.DOTALL)
+ANY_VALUE_HEADERS = {"date"}
+
+
+@dataclass(frozen=True)
+class Example:
+    command: str  # as bash reads it: continuation lines kept
+    printed: str  # what the README shows under it, stripped
+
+
+def examples(markdown: str) -> list[Example]:
+    found = []
+    for block in CONSOLE_BLOCK.findall(markdown):
+        lines = block.splitlines()
+        i = 0
+        while i < len(lines):
+            if not lines[i].startswith("$ "):
+                i += 1
+                continue
+            command = [lines[i][2:]]
+            while command[-1].endswith("\\") and i + 1 < len(lines):
+                i += 1
+                command.append(lines[i])
+            i += 1
+            start = i
+            while i < len(lines) and not lines[i].startswith("$ "):
+                i += 1
+            if command[0].startswith("curl"):
+                found.append(Example("\n".join(command), "\n".join(lines[start:i]).strip()))
+    return found
+
+
+EXAMPLES = examples(README.read_text(encoding="utf-8"))
+
+
+def test_the_readme_examples_are_found():
+    # The extractor finds the README's examples at all: one of each kind it reads.
+    assert any("-i" in e.command.split() for e in EXAMPLES), "no `curl -i` example"
+    assert any(e.printed.startswith("{") for e in EXAMPLES), "no JSON answer"
+    assert all(e.printed for e in EXAMPLES if " /api" in e.command or "/api " in e.command)
+
+
+def same_json(printed: Any, actual: Any) -> bool:
+    """Whether the service's JSON is the README's, numbers to the printed digits."""
+    if isinstance(printed, Decimal):
+        digits = max(0, -printed.as_tuple().exponent)
+        return isinstance(actual, int | float) and Decimal(f"{actual:.{digits}f}") == printed
+    if isinstance(printed, dict):
+        return (isinstance(actual, dict) and printed.keys() == actual.keys()
+                and all(same_json(printed[k], actual[k]) for k in printed))
+    if isinstance(printed, list):
+        return (isinstance(actual, list) and len(printed) == len(actual)
+                and all(same_json(p, a) for p, a in zip(printed, actual, strict=True)))
+    return type(printed) is type(actual) and printed == actual
+
+
+def check_body(printed: str, actual: str) -> None:
+    try:
+        expected = json.loads(printed, parse_float=Decimal)
+    except ValueError:
+        assert actual.strip() == printed
+        return
+    assert same_json(expected, json.loads(actual)), f"README:\n{printed}\nservice:\n{actual}"
+
+
+def check_head(printed: str, actual: str) -> None:
+    printed_status, *printed_headers = printed.splitlines()
+    actual_status, *actual_headers = actual.splitlines()
+    assert actual_status.strip() == printed_status.strip()
+    sent = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in actual_headers)}
+    for name, _, value in (h.partition(":") for h in printed_headers):
+        assert name.lower() in sent, f"{name} is not sent"
+        if name.lower() not in ANY_VALUE_HEADERS:
+            assert sent[name.lower()] == value.strip(), f"{name}: the README says {value.strip()!r}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.command.split("\n")[0][:70] for e in EXAMPLES])
+def test_the_readme_example_answers_what_it_prints(example, server):
+    command = example.command.replace("localhost:5000", server.url.removeprefix("http://"))
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    if not example.printed:
+        return
+    if "-i" in example.command.split():
+        printed_head, _, printed_body = example.printed.partition("\n\n")
+        actual_head, _, actual_body = result.stdout.replace("\r\n", "\n").partition("\n\n")
+        check_head(printed_head, actual_head)
+        check_body(printed_body.strip(), actual_body)
+    else:
+        check_body(example.printed, result.stdout)
