@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 
 class ApiError(Exception):
-    """An error answered as JSON {"error": {"code", "message"}} with `status`."""
+    """An error answered as JSON {"error": {"code", "message", **details}} with `status`."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None, **details: Any):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.retry_after_s = retry_after_s  # a Retry-After header, for a failure that passes
+        self.details = details  # more fields of the error object, for a client to act on
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ ERRORS = (
     ErrorCode(413, "body_too_large", "the body is over the byte limit"),
     ErrorCode(413, "text_too_long", "a text is over the character limit; the message names it"),
     ErrorCode(413, "too_many_texts", "more texts than the limit in one request"),
+    ErrorCode(413, "too_many_tokens", "more tokens than the limit in one request (with `tokens` and `limit`)"),
     ErrorCode(500, "internal_error", "a bug: the body says nothing more; the trace goes to the log"),
     ErrorCode(503, "not_ready", "the model is still loading (with Retry-After)"),
     ErrorCode(503, "model_failed", "the model cannot load, for good"),
@@ -189,6 +191,8 @@ class Results(BaseModel):
 
 
 class ErrorDetail(BaseModel):
+    """An error; some have more fields for a program to act on (too_many_tokens: tokens, limit)."""
+    model_config = ConfigDict(extra="allow")
     code: Literal[tuple(e.code for e in ERRORS)]  # type: ignore[valid-type]
     message: str
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 
-ROOT = Path(__file__).resolve().parent
-CLIENT_PAGE = ROOT / "simple_client.html"
-DOCS_PAGE = ROOT / "static" / "docs.html"
+from model.files import REPOSITORY
+
+CLIENT_PAGE = REPOSITORY / "simple_client.html"
+DOCS_PAGE = REPOSITORY / "static" / "docs.html"
 SWAGGER_UI = Path(str(files("swagger_ui") / "static"))
 # Where the page may take jQuery from: its CDN, else this app's copy (static/).
 JQUERY_CDN = "https://code.jquery.com"
