@@ -136,26 +136,28 @@ EXPECTED = {"text": "a string", "texts": "a list of strings", "min_score": "a nu
 
 def api_error(error: ValidationError) -> ApiError:
     """The ApiError for the first of pydantic's errors, with the message a person needs."""
-    details = error.errors(include_url=False)
-    detail = min(details, key=lambda d: PRECEDENCE.index(ERROR_OF_TYPE.get(d["type"], "invalid_request")))
+    detail = min(error.errors(include_url=False),
+                 key=lambda d: PRECEDENCE.index(ERROR_OF_TYPE.get(d["type"], "invalid_request")))
     code = ERROR_OF_TYPE.get(detail["type"], "invalid_request")
-    status = {e.code: e.status for e in ERRORS}[code]
+    status = next(e.status for e in ERRORS if e.code == code)
     path = detail["loc"][1:]  # the first item is the body's form
-    if detail["type"] == "extra_forbidden":
-        return ApiError(status, code, f"unknown field '{path[-1]}'; {BODY_FORMS}")
     field = "".join(f"[{part}]" if isinstance(part, int) else part for part in path) or "text"
-    value = detail.get("input")
-    messages = {
-        "invalid_request": BODY_FORMS,
-        "invalid_type": f"'{field}' must be {EXPECTED.get(field, 'a string')}",
-        "invalid_value": (f"'{field}' is not valid Unicode: it holds a lone surrogate"
-                          if detail["type"] == "string_unicode" else f"'{field}' must be from 0 to 1, not {value}"),
-        "too_many_texts": f"{len(value) if isinstance(value, list) else '?'} texts; "
-                          f"at most {detail.get('ctx', {}).get('max_length')} a request",
-        "text_too_long": f"{field} has {len(value) if isinstance(value, str) else '?'} characters; "
-                         f"at most {detail.get('ctx', {}).get('max_length')}",
-    }
-    return ApiError(status, code, messages[code])
+    value, limit = detail.get("input"), detail.get("ctx", {}).get("max_length")
+    if detail["type"] == "extra_forbidden":
+        message = f"unknown field '{field}'; {BODY_FORMS}"
+    elif code == "invalid_request":
+        message = BODY_FORMS
+    elif code == "invalid_type":
+        message = f"'{field}' must be {EXPECTED.get(field, 'a string')}"
+    elif detail["type"] == "string_unicode":
+        message = f"'{field}' is not valid Unicode: it holds a lone surrogate"
+    elif code == "invalid_value":
+        message = f"'{field}' must be from 0 to 1, not {value}"
+    elif code == "too_many_texts":
+        message = f"{len(value)} texts; at most {limit} a request"
+    else:  # text_too_long
+        message = f"{field} has {len(value)} characters; at most {limit}"
+    return ApiError(status, code, message)
 
 
 # The answers.
