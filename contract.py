@@ -293,8 +293,9 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
             "operationId": "tag",
             "summary": "Find the entities in one text or several",
             "description": f"Limits: {config['NER_MAX_TEXT_CHARS']} characters a text, "
-                           f"{config['NER_MAX_TEXTS']} texts a request, {max_body} bytes a body (413 over "
-                           "any). The Content-Type is not checked, so a plain `curl -d` works too.",
+                           f"{config['NER_MAX_TEXTS']} texts and {config['NER_MAX_TOKENS']} tokens a request, "
+                           f"{max_body} bytes a body (413 over any). The Content-Type is not checked, so a "
+                           "plain `curl -d` works too.",
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": schema(body_type, "Request"), "examples": REQUEST_EXAMPLES}}},
             "responses": {

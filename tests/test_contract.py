@@ -121,7 +121,7 @@ def test_answers_conform_to_the_schemas(client, document):
 
 
 def test_the_auth_scheme_is_published_only_when_keys_are_on():
-    config = {"MAX_CONTENT_LENGTH": 100, "NER_MAX_TEXT_CHARS": 10, "NER_MAX_TEXTS": 2}
+    config = {"MAX_CONTENT_LENGTH": 100, "NER_MAX_TEXT_CHARS": 10, "NER_MAX_TEXTS": 2, "NER_MAX_TOKENS": 50}
     body_type = contract.request_body_type(10, 2)
     plain = contract.openapi_document(config, body_type)
     assert "securitySchemes" not in plain["components"] and "security" not in plain["paths"]["/api"]["post"]
