@@ -252,7 +252,7 @@ def test_the_jsonp_attack_through_api_runs_no_script_and_sends_no_text(page, ser
     # Even with the user's consent, what comes back is read as data, never run.
     page.check("#trust-api")
     find_entities(page, secret)
-    expect(page.locator("#error")).to_contain_text("http://attacker.example/")
+    expect(page.locator("#error")).to_contain_text("http://attacker.example/x.js?cb=? is not JSON")
     assert page.evaluate("window.attacked") is None
     assert requests and all(r.resource_type != "script" and secret not in r.url for r in requests)
     expect(page.locator("#submit")).to_be_enabled()
@@ -265,11 +265,13 @@ def test_an_api_that_is_not_an_http_url_is_refused(page, server, api):
     expect(page.locator("#submit")).to_be_disabled()
 
 
-# What the real API never answers: an entity without a score, a result without entities.
+# What the real API never answers: an entity without a score, a result without
+# entities, an answer that is not JSON (sent as JSON all the same).
 FAKE_ANSWERS = {
     "/null-score": {"input": "I love Paris", "output": "O O    B-LOC", "tokens": [], "tags": ["O", "O", "B-LOC"],
                     "entities": [{"text": "Paris", "type": "LOC", "start": 7, "end": 12, "score": None}]},
     "/broken": {"input": "I love Paris", "output": "O O    B-LOC", "entities": None},
+    "/not-json": "<html>",
 }
 
 
@@ -281,7 +283,8 @@ class FakeApi(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
-        self.answer(json.dumps(FAKE_ANSWERS[self.path]).encode())
+        answer = FAKE_ANSWERS[self.path]
+        self.answer(answer.encode() if isinstance(answer, str) else json.dumps(answer).encode())
 
     def answer(self, body: bytes) -> None:
         self.send_response(200)
@@ -304,7 +307,7 @@ def fake_api() -> Iterator[str]:
     httpd.server_close()
 
 
-def test_the_page_recovers_from_a_null_score_and_a_broken_answer(page, server, fake_api):
+def test_the_page_recovers_from_a_null_score_and_broken_answers(page, server, fake_api):
     open_with_api(page, server.url + "/client", fake_api + "/null-score")
     find_entities(page, "I love Paris")
     expect(page.locator("mark.ent-LOC")).to_have_attribute("data-score", "?")
@@ -316,6 +319,11 @@ def test_the_page_recovers_from_a_null_score_and_a_broken_answer(page, server, f
     expect(page.locator("#error")).to_contain_text("The API's answer could not be shown")
     expect(page.locator("#status")).to_have_text("")
     assert text_content(page, "#entities") == ""
+    expect(page.locator("#submit")).to_be_enabled()
+
+    open_with_api(page, server.url + "/client", fake_api + "/not-json")
+    find_entities(page, "I love Paris")
+    expect(page.locator("#error")).to_have_text(f"The answer of the API at {fake_api}/not-json is not JSON (HTTP 200).")
     expect(page.locator("#submit")).to_be_enabled()
 
 

@@ -10,15 +10,15 @@ The format read (```console blocks, as a terminal shows them):
     ```
 
 - A command is a line that starts with `$ curl`, continued over the lines that
-  end with a backslash; it runs in bash as written, with `localhost:5000`
-  replaced by the test server's address.
+  end with a backslash; it runs in bash as written, with `localhost:5000` (or
+  `127.0.0.1:5000`) replaced by the test server's address.
 - The lines after it, up to the next `$ ` line or the end of the block, are
   what it prints. Blank lines around them do not count. A block may hold
   several commands; a command with nothing under it is only run.
 - What it prints is compared as JSON when it parses as JSON: exactly, except
   that a number printed with N decimals is the service's number printed with N
   decimals (a score of 0.9264 is any score that rounds to it).
-- With `curl -i`, the printing starts with the status line and headers: the
+- With `curl -i` (or `--include`, or `-i` among other short options: `-si`), the printing starts with the status line and headers: the
   status line must be the same, and each header printed must be sent with the
   value printed (any value for Date and Connection); the service may send more. The body after
   the blank line is compared as above.
@@ -77,9 +77,14 @@ EXAMPLES = examples(README.read_text(encoding="utf-8"))
 
 def test_the_readme_examples_are_found():
     # The extractor finds the README's examples at all: one of each kind it reads.
-    assert any("-i" in e.command.split() for e in EXAMPLES), "no `curl -i` example"
+    assert any(includes_headers(e.command) for e in EXAMPLES), "no `curl -i` example"
     assert any(e.printed.startswith("{") for e in EXAMPLES), "no JSON answer"
     assert all(e.printed for e in EXAMPLES if " /api" in e.command or "/api " in e.command)
+
+
+def includes_headers(command: str) -> bool:
+    """Whether curl prints the status line and headers before the body."""
+    return any(word == "--include" or re.fullmatch(r"-[a-zA-Z]*i[a-zA-Z]*", word) for word in command.split())
 
 
 def same_json(printed: Any, actual: Any) -> bool:
@@ -118,12 +123,13 @@ def check_head(printed: str, actual: str) -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.command.split("\n")[0][:70] for e in EXAMPLES])
 def test_the_readme_example_answers_what_it_prints(example, server):
-    command = example.command.replace("localhost:5000", server.url.removeprefix("http://"))
+    address = server.url.removeprefix("http://")
+    command = example.command.replace("localhost:5000", address).replace("127.0.0.1:5000", address)
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     if not example.printed:
         return
-    if "-i" in example.command.split():
+    if includes_headers(example.command):
         printed_head, _, printed_body = example.printed.partition("\n\n")
         actual_head, _, actual_body = result.stdout.replace("\r\n", "\n").partition("\n\n")
         check_head(printed_head, actual_head)
