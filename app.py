@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -40,7 +40,7 @@ def flask_config() -> dict[str, Any]:
     config["MAX_CONTENT_LENGTH"] = config.pop("NER_MAX_BODY_BYTES")
     # Flask-Compress: answers gzipped when the client accepts gzip, as JSON
     # compresses ~10 times (a 5 MB answer to 0.5 MB); small answers stay as they are.
-    config["COMPRESS_ALGORITHM"] = "gzip"
+    config["COMPRESS_ALGORITHM"] = config["COMPRESS_ALGORITHM_STREAMING"] = "gzip"
     config["COMPRESS_MIMETYPES"] = ["application/json"]
     return config
 
@@ -112,9 +112,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(flask_config())
     app.config.update(config or {})
 
-    origins = app.config["NER_CORS_ORIGINS"]
-    allowed = "*" if origins.strip() == "*" else [o.strip() for o in origins.split(",") if o.strip()]
-    CORS(app, resources={r"/api*": {"origins": allowed}}, methods=["GET", "POST"], allow_headers=["Content-Type"])
+    origins = app.config["NER_CORS_ORIGINS"]  # settings.cors_origins
+    CORS(app, resources={r"/api*": {"origins": list(origins) if origins != "*" else "*"}}, methods=["GET", "POST"],
+         allow_headers=["Content-Type"])
 
     Compress(app)
     loader = ModelLoader(lambda: load_pipeline(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
@@ -189,10 +189,23 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
         request.environ["ner.tokens"] = sum(document.token_count for document in documents)
         pipeline = loader.wait(app.config["NER_LOAD_WAIT_S"])
         results = pipeline.tag_documents(documents, min_score, turn=scheduler.turn)
-        response = jsonify(results[0] if single else {"results": results})
+        if single:
+            response = jsonify(next(results))
+        else:
+            response = app.response_class(json_results(app, results), mimetype="application/json")
         # Once the answer is sent, its objects and the model calls' are freed.
         response.call_on_close(lambda: give_back_memory_if_grown(resident_before))
         return response
+
+
+def json_results(app: Flask, results: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """{"results": [...]}, sent a text's result at a time: a worker holds one
+    text's result, as objects and as JSON, not a whole request's (up to 100,000
+    tokens of results, some 40 MB of objects)."""
+    yield '{"results":['
+    for i, result in enumerate(results):
+        yield ("," if i else "") + app.json.dumps(result)
+    yield "]}\n"
 
 
 def tokenize_within_budget(texts: list[str], max_tokens: int) -> list[Document]:
@@ -231,10 +244,18 @@ def read_body(limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    """The request body as JSON. The Content-Type is not checked, so that a
-    plain `curl -d` works too."""
+    """The request body as JSON, in UTF-8 without a byte-order mark (RFC 8259
+    for JSON sent between systems); json.loads alone would also take UTF-16,
+    UTF-32 and a BOM. The Content-Type is not checked, so that a plain
+    `curl -d` works too."""
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")  # strict: surrogates written as bytes are refused too
+    except UnicodeDecodeError:
+        text = None
+    if text is None or text.startswith("\ufeff"):
+        raise ApiError(400, "invalid_encoding", "the request body must be UTF-8, without a byte-order mark")
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
 
