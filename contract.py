@@ -38,7 +38,8 @@ class ErrorCode:
 # Every error the service answers, one line each: the document lists them, and
 # tests/test_contract.py checks that every ApiError raised in the code is here.
 ERRORS = (
-    ErrorCode(400, "invalid_json", "the body is not JSON (or not UTF-8)"),
+    ErrorCode(400, "invalid_encoding", "the body is not UTF-8, or starts with a byte-order mark"),
+    ErrorCode(400, "invalid_json", "the body is not JSON"),
     ErrorCode(400, "invalid_request",
               "JSON, but not a string, nor an object with exactly one of `text` or `texts` and known fields"),
     ErrorCode(400, "invalid_type", "a field of the wrong type; the message names it"),

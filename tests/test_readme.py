@@ -75,11 +75,36 @@ def examples(markdown: str) -> list[Example]:
 EXAMPLES = examples(README.read_text(encoding="utf-8"))
 
 
-def test_the_readme_examples_are_found():
-    # The extractor finds the README's examples at all: one of each kind it reads.
-    assert any(includes_headers(e.command) for e in EXAMPLES), "no `curl -i` example"
-    assert any(e.printed.startswith("{") for e in EXAMPLES), "no JSON answer"
-    assert all(e.printed for e in EXAMPLES if " /api" in e.command or "/api " in e.command)
+SAMPLE = """
+```console
+$ make serve
+gunicorn starting
+$ curl -si localhost:5000/api -d '"Paris"' \\
+       -H 'Content-Type: application/json'
+HTTP/1.1 200 OK
+Date: Sun, 29 Nov 2026 20:00:00 GMT
+
+{"entities": [{"score": 0.93}]}
+
+$ curl localhost:5000/healthz
+```
+"""
+
+
+def test_the_format_is_read_as_the_docstring_says():
+    assert examples(SAMPLE) == [
+        Example("curl -si localhost:5000/api -d '\"Paris\"' \\\n       -H 'Content-Type: application/json'",
+                'HTTP/1.1 200 OK\nDate: Sun, 29 Nov 2026 20:00:00 GMT\n\n{"entities": [{"score": 0.93}]}'),
+        Example("curl localhost:5000/healthz", ""),
+    ]
+    assert includes_headers(examples(SAMPLE)[0].command) and not includes_headers("curl -d 'x' -H 'a: b' u")
+    assert same_json(json.loads('{"score": 0.93}', parse_float=Decimal), {"score": 0.9271})
+    assert not same_json(json.loads('{"score": 0.93}', parse_float=Decimal), {"score": 0.9249})
+    assert not same_json(json.loads('{"members": 3}', parse_float=Decimal), {"members": 4})
+
+
+def test_the_readme_has_examples_with_answers():
+    assert any(e.printed.startswith("{") for e in EXAMPLES), "no curl example with a JSON answer in README.md"
 
 
 def includes_headers(command: str) -> bool:
