@@ -352,6 +352,7 @@ def keyed_server(tmp_path_factory) -> Iterator[Gunicorn]:
 
 def test_a_key_pasted_in_the_page_is_sent_cross_origin(page, static_site, keyed_server):
     page.goto(f"{static_site}/simple_client.html?api={quote(keyed_server.url + '/api', safe='')}")
+    page.check("#trust-api")
     find_entities(page, "Angela Merkel visited Washington.")
     expect(page.locator("#error")).to_contain_text("Error 401: an API key is required")
     page.fill("#api-key", "page-key")
