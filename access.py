@@ -35,7 +35,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import Storage, storage_from_string
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.datastructures import WWWAuthenticate
@@ -53,16 +53,45 @@ KEY_ID_DIGITS = 8
 # on a fresh connection, for a connection that Redis closed while idle).
 REDIS_TIMEOUT_S = 0.5
 REDIS_RETRY_S = 5.0
+# Past this many clients' windows in a worker's memory, the ended ones are dropped.
+LOCAL_WINDOWS_KEPT = 10_000
 QUOTAS = ("Requests", "Tokens")
 # What a browser page may read of an answer (CORS), beside Retry-After.
 QUOTA_HEADERS = [f"X-RateLimit-{what}-{quota}" for quota in QUOTAS for what in ("Limit", "Remaining")]
+
+
+class LocalWindows:
+    """Fixed windows counted in this worker's memory, as limits' storages count
+    them (a window begins at its first add). limits' own MemoryStorage starts a
+    timer thread at an add that comes over 10 ms after the last one, which cost
+    0.24 ms an add on the shared 2-core machine."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, list[float]] = {}  # key: [when it ends (time.time()), count]
+
+    def incr(self, key: str, window_s: int, amount: int) -> int:
+        now = time.time()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or window[0] <= now:
+                if len(self._windows) >= LOCAL_WINDOWS_KEPT:
+                    self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
+                window = self._windows[key] = [now + window_s, 0]
+            window[1] += amount
+            return int(window[1])
+
+    def get_expiry(self, key: str) -> float:
+        with self._lock:
+            window = self._windows.get(key)
+        return window[0] if window else time.time()
 
 
 class QuotaStore:
     """Quota counts: in Redis when there is one, in this worker's memory while it fails."""
 
     def __init__(self, redis_url: str):
-        self.local = MemoryStorage()
+        self.local = LocalWindows()
         self.shared: Storage | None = None
         if redis_url:
             options: dict[str, Any] = {
@@ -97,7 +126,7 @@ class QuotaStore:
             ends = self.local.get_expiry(key)
         return max(1, math.ceil(ends - time.time()))
 
-    def _storage(self) -> Storage:
+    def _storage(self) -> Storage | LocalWindows:
         if self.shared is None:
             return self.local
         if self.counting_locally and self._time_to_try_redis() and self.shared.check():  # a PING

@@ -156,6 +156,23 @@ def test_the_client_address_is_the_one_the_last_trusted_proxy_appended(forwarded
     assert access.client_address(environ, trusted) == client
 
 
+def test_a_workers_own_windows_begin_at_the_first_add_and_end_after_their_length(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(access.time, "time", lambda: now[0])
+    windows = access.LocalWindows()
+    assert [windows.incr("a", 60, 2), windows.incr("a", 60, 3)] == [2, 5]
+    assert windows.get_expiry("a") == 1060
+    now[0] = 1060.0
+    assert windows.incr("a", 60, 1) == 1  # a new window
+    # Past LOCAL_WINDOWS_KEPT windows, the ended ones are dropped.
+    monkeypatch.setattr(access, "LOCAL_WINDOWS_KEPT", 2)
+    windows.incr("b", 1, 1)
+    now[0] = 1062.0
+    windows.incr("c", 60, 1)
+    assert windows.get_expiry("b") == 1062  # dropped: no window
+    assert windows.get_expiry("a") == 1120 and windows.get_expiry("c") == 1122
+
+
 # Redis failing, and Redis over TLS (rediss://, as Heroku's).
 
 
