@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # gunicorn and the tests' subprocesses are found in the virtual environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install dev-install train-install serve test test-fast lint chromium bench glove train calibrate evaluate export
+.PHONY: install dev-install train-install serve test test-fast lint chromium redis-server bench glove train calibrate evaluate export
 
 # Debian and Ubuntu ship venv apart (python3-venv): installed from apt when root.
 $(BIN)/python:
@@ -34,10 +34,17 @@ chromium: dev-install
 	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y chromium) \
 	  || $(BIN)/python -m playwright install chromium
 
-test: dev-install chromium
+# The quota tests' Redis: Debian's redis-server from apt when it is missing
+# (root). The tests start and stop their own on a free port; no system service.
+redis-server:
+	command -v redis-server >/dev/null \
+	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y redis-server) \
+	  || { echo "redis-server is missing: apt-get install redis-server" >&2; exit 1; }
+
+test: dev-install chromium redis-server
 	$(BIN)/python -m pytest
 
-test-fast: dev-install
+test-fast: dev-install redis-server
 	$(BIN)/python -m pytest -m "not slow and not browser and not tensorflow"
 
 lint: dev-install

@@ -2,8 +2,10 @@
 
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger, SafeAtoms
@@ -15,6 +17,13 @@ try:
     environment = settings.current()
 except settings.ConfigError as error:
     sys.exit(str(error))  # one line naming the variable, and a non-zero exit
+
+# prometheus_client's multiprocess mode (metrics.py): each worker writes its
+# values to files in this directory, and GET /metrics sums them. Set before
+# anything imports prometheus_client (the app is preloaded after this file is
+# read), and fresh, so that every count starts at zero.
+METRICS_DIR = tempfile.mkdtemp(prefix="ner-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 
 
 def any_address() -> str:
@@ -65,12 +74,12 @@ keepalive = 100
 # share those pages anyway.
 preload_app = True
 # One line a request to stdout in Heroku's logfmt style, with the router's
-# X-Request-Id and how much text was tagged (app.py puts it in the WSGI
-# environ), never the text itself.
+# X-Request-Id, how much text was tagged and the API key's id (app.py and
+# access.py put them in the WSGI environ), never the text or the key itself.
 accesslog = "-"
 access_log_format = (
     'method=%(m)s path="%(U)s" status=%(s)s duration=%(M)sms request_id="%({x-request-id}i)s" '
-    "text_chars=%({ner.text_chars}e)s tokens=%({ner.tokens}e)s"
+    "text_chars=%({ner.text_chars}e)s tokens=%({ner.tokens}e)s key_id=%({ner.key_id}e)s"
 )
 # gunicorn 27's runtime control socket lives at one path in $HOME, shared by
 # every gunicorn of the user (a test server beside a dev server); not needed here.
@@ -118,3 +127,14 @@ def post_worker_init(worker):
     # the platform reports a crash and restarts the dyno.
     model_loader(worker.wsgi).start(on_failure=lambda: os._exit(Arbiter.WORKER_BOOT_ERROR))
 
+
+
+def child_exit(server, worker):
+    # The worker's gauges (requests in flight) leave the sums; its counters stay.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -39,6 +39,7 @@ python bench/load.py --backends onnx --connections 128 256 --output load_capacit
 python bench/capacity.py
 python bench/windowing_f1.py
 python bench/bounded_requests.py
+python bench/request_cost.py
 python bench/slug_size.py
 python bench/report.py
 python -m pytest tests/test_reliability_fuzz.py tests/test_reliability_gunicorn.py tests/test_reliability_backends.py"""
@@ -505,6 +506,7 @@ model cannot load exiting non-zero; a forged access-log line escaped) and `tests
 """
     text += "\n" + scores_section(load("score_cost.json"), load("calibration.json")) + "\n"
     text += "\n" + routing_section(load("model_cost.json")) + "\n"
+    text += "\n" + request_cost_section(load("request_cost.json")) + "\n"
     text += "\n" + slug_section(load("slug_size.json")) + "\n"
     return text
 
@@ -612,6 +614,67 @@ What Heroku's Python buildpack would put in the slug ({run_line(slug)}): the {sl
 into a fresh virtual environment {slug['packages_bytes'] / 1e6:.0f} MB, and both together compress
 (`tar czf`) to {slug['compressed_bytes'] / 1e6:.0f} MB, against Heroku's limit of {slug['heroku_limit_mb']} MB
 compressed, which the buildpack's Python runtime also counts against."""
+
+
+
+# Issue 19's targets for what one request may cost.
+COST_TARGETS = {"answered_s": 3.0, "refused_s": 0.5, "peak_rss_mb": 250, "rss_1s_after_mb": 150,
+                "two_at_once_pss_mb": 450, "small_p99_s": 0.25, "ordinary_change": 0.10}
+
+
+def request_cost_section(cost: dict) -> str:
+    """What one request may cost within the limits (bench/request_cost.py)."""
+    info, t = cost["machine"], COST_TARGETS
+    maximal = table(
+        ["body", "KB", "status", "seconds", "peak worker RSS MB", "workers' RSS 1 s after, MB", "answer bytes / gzip",
+         "targets"],
+        [[r["body"], r["kb"], r["status"], f"{r['seconds']:.2f}", f"{r['peak_rss_mb']:.0f}",
+          ", ".join(f"{m:.0f}" for m in r["rss_1s_after_mb"]),
+          f"{r['answer_bytes']['identity']:,} / {r['answer_bytes']['gzip']:,}" if r["answer_bytes"] else "",
+          (f"time {verdict(r['seconds'] <= (t['answered_s'] if r['status'] == 200 else t['refused_s']))}, "
+           f"peak {verdict(r['peak_rss_mb'] <= t['peak_rss_mb'])}, "
+           f"after {verdict(max(r['rss_1s_after_mb']) <= t['rss_1s_after_mb'])}")]
+         for r in cost["maximal"]])
+    two, share = cost["two_at_once"], cost["sharing"]
+    ordinary_rows = []
+    for connections, data in cost["ordinary"].items():
+        base, this, ratio = data["median"]["baseline"], data["median"]["this"], data["median"]["ratio"]
+        ok = ratio["p50_ms"] <= 1 + t["ordinary_change"] and ratio["req_s"] >= 1 - t["ordinary_change"]
+        ordinary_rows.append([connections, f"{base['p50_ms']:.2f} / {this['p50_ms']:.2f}",
+                              f"{base['req_s']:.0f} / {this['req_s']:.0f}",
+                              f"{ratio['p50_ms']:.2f} / {ratio['req_s']:.2f}", verdict(ok)])
+    ordinary = table(["connections", "p50 ms: before / now", "req/s: before / now", "now / before: p50, req/s",
+                      "within 10%"], ordinary_rows)
+    args = cost["args"]
+    return f"""## What one request may cost
+
+`{info['command']}` on {info['date']}, commit {info['commit']}, load average at start {load_average(info)}
+and {", ".join(f"{x:.2f}" for x in cost["load_average_at_end"])} at the end: with a load over 2 the
+seconds are those of a shared core, not of a quiet one. `gunicorn app:app` with 2 workers on loopback. A
+request holds at most `NER_MAX_TOKENS` = {cost['max_tokens']:,} tokens; each shape below is the most texts
+of 10,000 characters that fit, the last the same 50 texts as before the budget, now refused.
+
+{maximal}
+
+Targets: answered in ≤ {t['answered_s']} s or refused in ≤ {t['refused_s']} s on one quiet core; a worker's
+peak RSS ≤ {t['peak_rss_mb']} MB, and ≤ {t['rss_1s_after_mb']} MB one second after.
+
+**Two maximal bodies at once**, one on each worker (the costliest shape): the service's total PSS (master and
+workers) {two['idle_pss_mb']:.0f} MB idle, peak **{two['peak_pss_mb']:.0f} MB** (target ≤ {t['two_at_once_pss_mb']}
+MB: {verdict(two['peak_pss_mb'] <= t['two_at_once_pss_mb'])}); answered {two['statuses']} in
+{", ".join(f"{s:.1f}" for s in two['seconds'])} s.
+
+**Sharing a worker**: one worker tagging maximal bodies one after another for {args['share_seconds']:.0f} s
+({share['heavy_requests']} of them, {share['heavy_p50_s']:.1f} s each at the median), while a client sends
+15-word requests one after another: {share['small_requests']} answered ({share['not_200']} not 200), p50
+{share['p50_s'] * 1000:.0f} ms, p99 **{share['p99_s'] * 1000:.0f} ms**, slowest {share['max_s'] * 1000:.0f} ms
+(target p99 ≤ {t['small_p99_s'] * 1000:.0f} ms: {verdict(share['p99_s'] <= t['small_p99_s'])}).
+
+**Ordinary traffic**, 15-word requests, a new connection each, the service before the budget
+(`{args['baseline_ref']}`) and now side by side, medians of {args['rounds']} rounds of
+{args['load_seconds']:.0f} s, in turn:
+
+{ordinary}"""
 
 
 if __name__ == "__main__":

@@ -154,10 +154,20 @@ def test_a_nan_min_score_is_400(client):
 
 
 def test_any_unicode_goes_through(client):
-    text = "Zoë Ünal\u0000 flew to São Paulo \U0001f600 \ud800 with Ørsted."
+    text = "Zoë Ünal\u0000 flew to São Paulo \U0001f600 \u200b with Ørsted."
     result = client.post("/api", json=text).get_json()
     for token in result["tokens"]:
         assert text[token["start"] : token["end"]] == token["text"]
+
+
+@pytest.mark.parametrize(("payload", "field"), [("a \ud800 b", "'text'"), ({"texts": ["ok", "\udfff"]}, "'texts[1]'")])
+def test_a_lone_surrogate_is_400_naming_the_text(client, payload, field):
+    # JSON can escape half of a UTF-16 pair, but that is no Unicode character:
+    # such a text cannot be written back as UTF-8.
+    response = client.post("/api", json=payload)
+    error = error_of(response)
+    assert response.status_code == 400 and error["code"] == "invalid_value"
+    assert error["message"] == f"{field} is not valid Unicode: it holds a lone surrogate"
 
 
 def test_empty_and_whitespace_text_give_empty_results(client):
@@ -187,7 +197,8 @@ def test_json_nested_past_the_recursion_limit_is_400_not_500(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "payload", [None, 42, ["I love Paris"], {}, {"txt": "Paris"}, {"text": "a", "texts": ["b"]}]
+    "payload",
+    [None, 42, ["I love Paris"], {}, {"txt": "Paris"}, {"text": "a", "texts": ["b"]}, {"text": "a", "min_scor": 0.5}],
 )
 def test_json_of_the_wrong_shape_is_400(client, payload):
     response = client.post("/api", data=json.dumps(payload), content_type="application/json")
