@@ -39,10 +39,10 @@ def give_back_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def give_back_memory_if_grown(resident_before: int) -> None:
-    """give_back_memory() when the process is now GIVE_BACK_AFTER_GROWTH_BYTES
-    larger than `resident_before`, whatever made it grow."""
-    if resident_bytes() - resident_before > GIVE_BACK_AFTER_GROWTH_BYTES:
+def give_back_memory_if_grown(resident_before: int, growth: int = GIVE_BACK_AFTER_GROWTH_BYTES) -> None:
+    """give_back_memory() when the process is now `growth` bytes larger than
+    `resident_before`, whatever made it grow."""
+    if resident_bytes() - resident_before > growth:
         give_back_memory()
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from model import files
 from model.backends import load_tagger
 from model.marginals import ScoredTags
+from model.memory import give_back_memory_if_grown, resident_bytes
 from model.tags import entity_spans
 from model.tokenizer import Token, tokenize
 from model.windows import Window, cut, stitch_tagged, windows
@@ -34,6 +35,13 @@ SCORE_DIGITS = 4
 # waits that long at most (app.py shares a worker between requests a slice at
 # a time), and what one call allocates stays bounded whatever the request.
 SLICE_TOKENS = 4096
+
+# Between slices, what the model calls freed is handed back once the process
+# has grown this much since the sentences came in: the model's buffers differ
+# in size from one batch to the next, so malloc's heap would otherwise keep
+# growing, slice after slice, to about twice this (BENCHMARKS.md, "What one
+# request may cost").
+SLICE_GROWTH_BYTES = 64 * 2**20
 
 # Given the tokens a request has left to tag, a context in which one slice is
 # tagged: app.py passes one that waits for the request's turn.
@@ -106,10 +114,12 @@ class Pipeline:
         pieces = cut(sentences, parts)
         tagged: list[ScoredTags] = []
         remaining = sum(len(piece) for piece in pieces)
+        resident_before = resident_bytes()
         for start, end in slices(parts):
             with turn(remaining) if turn else nullcontext():
                 tagged += self.tagger.tag_scored(pieces[start:end])
             remaining -= sum(len(piece) for piece in pieces[start:end])
+            give_back_memory_if_grown(resident_before, SLICE_GROWTH_BYTES)
         return stitch_tagged(parts, tagged, len(sentences))
 
 
