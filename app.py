@@ -11,41 +11,45 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request, send_file
+from flask_compress import Compress
 from flask_cors import CORS
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-import serve
 import settings
+from model import files
+from model.memory import give_back_memory_if_grown, resident_bytes
+from model.pipeline import Document, Pipeline, TooManyTokens, load_pipeline, read_documents
+from scheduler import ShortestWorkFirst
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent
 WARM_UP_TEXT = "Angela Merkel visited Washington."
-# After a request of more text than this, the worker hands the memory it freed
-# back to the system (serve.give_back_memory).
-GIVE_BACK_AFTER_CHARS = 10_000
 
 
 def flask_config() -> dict[str, Any]:
     """The service's settings (settings.py) as Flask config."""
-    config = settings.load()
+    config = dict(settings.current())
     # Flask answers 413 by itself for a body over MAX_CONTENT_LENGTH bytes.
     config["MAX_CONTENT_LENGTH"] = config.pop("NER_MAX_BODY_BYTES")
+    # Flask-Compress: answers gzipped when the client accepts gzip, as JSON
+    # compresses ~10 times (a 5 MB answer to 0.5 MB); small answers stay as they are.
+    config["COMPRESS_ALGORITHM"] = "gzip"
+    config["COMPRESS_MIMETYPES"] = ["application/json"]
     return config
 
 
 class ApiError(Exception):
-    """An error answered as JSON {"error": {"code", "message"}} with `status`."""
+    """An error answered as JSON {"error": {"code", "message", **details}} with `status`."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None, **details: Any):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.retry_after_s = retry_after_s  # a Retry-After header, for a failure that passes
+        self.details = details  # more fields of the error object, for a client to act on
 
 
 class ModelLoader:
@@ -56,13 +60,13 @@ class ModelLoader:
     threads do not survive a fork.
     """
 
-    def __init__(self, load: Callable[[], serve.ModelApi]):
+    def __init__(self, load: Callable[[], Pipeline]):
         self._load = load
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()  # set when loading ends, ready or failed
         self._on_failure: Callable[[], None] | None = None
-        self.api: serve.ModelApi | None = None
+        self.pipeline: Pipeline | None = None
         self.failure: str | None = None  # why the model failed to load
 
     def start(self, on_failure: Callable[[], None] | None = None) -> None:
@@ -75,8 +79,8 @@ class ModelLoader:
 
     def _run(self) -> None:
         try:
-            api = self._load()
-            api([WARM_UP_TEXT])  # the first prediction pays for lazy initialisation
+            pipeline = self._load()
+            pipeline.tag([WARM_UP_TEXT])  # the first prediction pays for lazy initialisation
         except Exception as error:
             log.exception("the model failed to load")
             self.failure = f"the model failed to load: {type(error).__name__}"
@@ -84,9 +88,9 @@ class ModelLoader:
             if self._on_failure is not None:
                 self._on_failure()
         else:
-            self.api = api
+            self.pipeline = pipeline
             # A model exported before meta.json existed has no version to report.
-            log.info("model ready: %s", api.info.get("version", "(no meta.json)"))
+            log.info("model ready: %s", pipeline.info.get("version", "(no meta.json)"))
             self._done.set()
 
     @property
@@ -97,12 +101,12 @@ class ModelLoader:
     def ready(self) -> bool:
         return self._done.is_set() and not self.failed
 
-    def wait(self, timeout: float) -> serve.ModelApi:
+    def wait(self, timeout: float) -> Pipeline:
         """The loaded model; ApiError 503 if it failed to load, or is not ready
         within `timeout` seconds."""
         self.start()
         if self._done.wait(timeout) and self.failure is None:
-            return self.api
+            return self.pipeline
         if self.failure is not None:
             # For good: no Retry-After, and /healthz says so, so that the platform can tell.
             raise ApiError(503, "model_failed", self.failure)
@@ -119,7 +123,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     allowed = "*" if origins.strip() == "*" else [o.strip() for o in origins.split(",") if o.strip()]
     CORS(app, resources={r"/api*": {"origins": allowed}}, methods=["GET", "POST"], allow_headers=["Content-Type"])
 
-    loader = ModelLoader(lambda: serve.get_model_api(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
+    Compress(app)
+    loader = ModelLoader(lambda: load_pipeline(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
     app.extensions["ner_model"] = loader
 
     register_error_handlers(app)
@@ -133,10 +138,11 @@ def model_loader(app: Flask) -> ModelLoader:
 
 
 def register_routes(app: Flask, loader: ModelLoader) -> None:
-    # One request tagged at a time a process, as with sync workers: gunicorn's
-    # threads are there to wait on slow clients, and a request's memory is
-    # bounded (model.windows, model.vocab.MAX_BATCH_CELLS) only one at a time.
-    tagging = threading.Lock()
+    # One slice of tagging at a time a process (model.pipeline.SLICE_TOKENS),
+    # the request with the least work left first: gunicorn's threads are there
+    # to wait on clients, tagging is CPU-bound, and a model call's memory is
+    # bounded only one at a time.
+    scheduler = ShortestWorkFirst()
 
     @app.before_request
     def start_loading() -> None:
@@ -158,7 +164,7 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
 
     @app.get("/client")
     def client() -> Response:
-        return send_file(ROOT / "simple_client.html", mimetype="text/html")
+        return send_file(files.REPOSITORY / "simple_client.html", mimetype="text/html")
 
     @app.get("/healthz")
     def healthz() -> Response | tuple[Response, int]:
@@ -180,25 +186,45 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
 
     @app.post("/api")
     def api() -> Response:
+        resident_before = resident_bytes()
         data = parse_json(read_body(app.config["MAX_CONTENT_LENGTH"]))
         texts, single = parse_texts(data)
         min_score = parse_min_score(data)
         # For gunicorn's access log line (gunicorn.conf.py): how much text, never the text.
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
-        max_texts, max_chars = app.config["NER_MAX_TEXTS"], app.config["NER_MAX_TEXT_CHARS"]
-        if len(texts) > max_texts:
-            raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {max_texts} a request")
-        for i, text in enumerate(texts):
-            if len(text) > max_chars:
-                where = "text" if single else f"texts[{i}]"
-                raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
-        with tagging:
-            results = loader.wait(app.config["NER_LOAD_WAIT_S"])(texts, min_score)
-            response = jsonify(results[0] if single else {"results": results})
-        if request.environ["ner.text_chars"] > GIVE_BACK_AFTER_CHARS:
-            # Once the answer is sent, its objects and the model call's are freed.
-            response.call_on_close(serve.give_back_memory)
+        check_text_limits(texts, single, app.config["NER_MAX_TEXTS"], app.config["NER_MAX_TEXT_CHARS"])
+        documents = tokenize_within_budget(texts, app.config["NER_MAX_TOKENS"])
+        request.environ["ner.tokens"] = sum(document.token_count for document in documents)
+        pipeline = loader.wait(app.config["NER_LOAD_WAIT_S"])
+        results = pipeline.tag_documents(documents, min_score, turn=scheduler.turn)
+        response = jsonify(results[0] if single else {"results": results})
+        # Once the answer is sent, its objects and the model calls' are freed.
+        response.call_on_close(lambda: give_back_memory_if_grown(resident_before))
         return response
+
+
+def check_text_limits(texts: list[str], single: bool, max_texts: int, max_chars: int) -> None:
+    """413 for a request of more texts, or a longer text, than the limits allow."""
+    if len(texts) > max_texts:
+        raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {max_texts} a request")
+    for i, text in enumerate(texts):
+        if len(text) > max_chars:
+            where = "text" if single else f"texts[{i}]"
+            raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
+
+
+def tokenize_within_budget(texts: list[str], max_tokens: int) -> list[Document]:
+    """The texts tokenized; 413 as soon as they pass the request's token budget,
+    before any model call (a token costs the model ~7 times what it costs the tokenizer)."""
+    try:
+        return read_documents(texts, max_tokens)
+    except TooManyTokens as error:
+        raise ApiError(
+            413, "too_many_tokens",
+            f"the request has over {error.limit} tokens ({error.counted} counted before stopping); "
+            f"split it into requests of at most {error.limit} tokens",
+            tokens=error.counted, limit=error.limit,
+        ) from None
 
 
 def read_body(limit: int) -> bytes:
@@ -273,12 +299,12 @@ def parse_min_score(data: Any) -> float:
 def register_error_handlers(app: Flask) -> None:
     """Every error, ours or Flask's, as JSON {"error": {"code", "message"}}."""
 
-    def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-        return jsonify(error={"code": code, "message": message}), status
+    def error_response(status: int, code: str, message: str, **details: Any) -> tuple[Response, int]:
+        return jsonify(error={"code": code, "message": message, **details}), status
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError) -> tuple[Response, int]:
-        response, status = error_response(error.status, error.code, error.message)
+        response, status = error_response(error.status, error.code, error.message, **error.details)
         if error.retry_after_s is not None:
             response.headers["Retry-After"] = str(error.retry_after_s)
         return response, status

@@ -11,7 +11,7 @@ from gunicorn.glogging import Logger, SafeAtoms
 import settings
 
 try:
-    environment = settings.load()
+    environment = settings.current()
 except settings.ConfigError as error:
     sys.exit(str(error))  # one line naming the variable, and a non-zero exit
 
@@ -32,13 +32,13 @@ bind = f"{any_address()}:{environment['PORT']}"
 workers = environment["WEB_CONCURRENCY"]
 # Threaded workers: a thread waits on each connection, so clients that send
 # slowly hold a thread each, not the worker. Tagging is CPU-bound, so app.py
-# tags one request at a time a worker whatever the threads; 32 threads let
+# tags one slice at a time a worker whatever the threads (scheduler.py); 32 threads let
 # dozens of slow connections wait beside it (BENCHMARKS.md, "Heavy requests
 # and slow clients").
 worker_class = "gthread"
 threads = 32
 # A threaded worker's main loop beats this heartbeat, so it bounds a stuck
-# worker, not a request (model calls are bounded: model.windows, MAX_BATCH_CELLS).
+# worker, not a request (a request is bounded: NER_MAX_TOKENS, model.pipeline's slices).
 # Under Heroku's 30 s router limit.
 timeout = 25
 graceful_timeout = 20
@@ -64,7 +64,7 @@ preload_app = True
 accesslog = "-"
 access_log_format = (
     'method=%(m)s path="%(U)s" status=%(s)s duration=%(M)sms request_id="%({x-request-id}i)s" '
-    "text_chars=%({ner.text_chars}e)s"
+    "text_chars=%({ner.text_chars}e)s tokens=%({ner.tokens}e)s"
 )
 # gunicorn 27's runtime control socket lives at one path in $HOME, shared by
 # every gunicorn of the user (a test server beside a dev server); not needed here.
@@ -99,7 +99,7 @@ logger_class = EscapingLogger
 
 def post_worker_init(worker):
     from app import model_loader
-    from serve import limit_malloc_arenas
+    from model.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before the worker's threads start allocating
 

@@ -1,13 +1,14 @@
 """Every environment variable the service reads: its default, what it accepts and what it means.
 
-Read in one place, at start-up: gunicorn.conf.py reads PORT and WEB_CONCURRENCY,
-app.create_app() the rest. A value the service cannot use stops start-up with one
+Read once a process, at start-up (current()): gunicorn.conf.py reads PORT and
+WEB_CONCURRENCY, app.create_app() the rest, from the same parsed values. A value the service cannot use stops start-up with one
 line that names the variable and says what it accepts. app.json lists the same
 variables for Heroku (tests/test_deploy_files.py checks that they agree).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from model import files
 from model.backends import BACKENDS
 
-ROOT = Path(__file__).resolve().parent
+ROOT = files.REPOSITORY
 
 
 class ConfigError(ValueError):
@@ -84,6 +85,8 @@ VARIABLES = (
              "longest text, in characters", whole_number(1)),
     Variable("NER_MAX_TEXTS", "50", "a whole number of 1 or more",
              "most texts in one request", whole_number(1)),
+    Variable("NER_MAX_TOKENS", "100000", "a whole number of 1 or more",
+             "most tokens in one request, all texts together (what tagging costs follows)", whole_number(1)),
     Variable("NER_LOAD_WAIT_S", "10", "a number of seconds, 0 or more",
              "how long a request waits for a model still loading before a 503", seconds),
 )
@@ -99,6 +102,12 @@ def load(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"{variable.name}={text!r} is not valid: it takes {variable.accepts}") from None
     return values
+
+
+@functools.cache
+def current() -> dict[str, Any]:
+    """The process's settings, from its environment, parsed once."""
+    return load()
 
 
 def defaults() -> dict[str, Any]:

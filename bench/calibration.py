@@ -13,15 +13,10 @@ min_score 0.5, 0.7 and 0.9, and draws the reliability diagram.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from common import machine, pyplot, write_json
+from common import ROOT, machine, pyplot, write_json
 
 import serve
 from model import files

@@ -7,13 +7,11 @@ benchmark scripts left in bench/results/ (one run of bench/run_all.sh).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from common import pyplot
+from common import ROOT, pyplot
 
 from model import files
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "bench" / "latency_throughput.png"
 REPORT = ROOT / "BENCHMARKS.md"

@@ -10,11 +10,7 @@ one 15-word sentence, medians of --repeats interleaved runs, and the differences
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from common import machine, print_side_by_side, side_by_side, write_json
 

@@ -21,14 +21,14 @@ from model import files
 from model.runtime import OnnxTagger
 from model.tags import score
 from model.training.data import DEFAULT_DATA_DIR, read_conll
-from model.windows import CONTEXT, MAX_TOKENS, cut, stitch, windows
+from model.windows import CONTEXT, MAX_TOKENS, cut, stitch_tagged, windows
 
 JOINED_TOKENS = 1000
 
 
 def tag_in_windows(tagger: OnnxTagger, sequences: list[list[str]], max_tokens: int, context: int) -> list[list[str]]:
     parts = windows([len(s) for s in sequences], max_tokens, context)
-    return stitch(parts, tagger.tag(cut(sequences, parts)), len(sequences))
+    return [t.tags for t in stitch_tagged(parts, tagger.tag_scored(cut(sequences, parts)), len(sequences))]
 
 
 def joined(words: list[list[str]], tags: list[list[str]]) -> tuple[list[list[str]], list[list[str]]]:

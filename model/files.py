@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
+# The repository's root, for every module that names a path in it.
+REPOSITORY = Path(__file__).resolve().parent.parent
 # The model the repository carries and serves by default.
-COMMITTED_MODEL_DIR = Path(__file__).resolve().parent.parent / "results" / "crf"
+COMMITTED_MODEL_DIR = REPOSITORY / "results" / "crf"
 
 CONFIG = "config.json"
 VOCAB = "vocab.json"
@@ -53,8 +55,6 @@ META = "meta.json"
 METRICS = "metrics.json"
 CASELESS = "caseless"
 
-# What a trained network is: the files training writes and an ensemble joins.
-TRAINED_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, TRAINING)
 # Files the members of an ensemble must have byte for byte the same.
 SHARED_FILES = (VOCAB, WORD_VECTORS)
 # The files that make up the model, hashed into its version (the JSON reports

@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from model import files
 from model.marginals import EntityScorer, ScoredTags
-from model.vocab import Vocab, decode_in_batches
+from model.vocab import BATCH_SIZE, Vocab, decode_in_batches
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
@@ -43,9 +43,7 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
 class OnnxTagger:
     """Tags tokenized sentences; same interface as model.training.artifact.TensorFlowTagger."""
 
-    # 32 sentences a batch: within 1% of 8, the fastest, and faster than 128 and
-    # 512, which pad more (BENCHMARKS.md, "Batch size of the lean runtime").
-    def __init__(self, directory: Path, batch_size: int = 32, threads: int = 1,
+    def __init__(self, directory: Path, batch_size: int = BATCH_SIZE, threads: int = 1,
                  shares_words_with: OnnxTagger | None = None):
         """shares_words_with: a tagger whose vocabulary and word vectors are the
         same files as this model's (model.backends checks): they are used

@@ -24,6 +24,10 @@ MAX_WORD_CHARS = 32
 # the character CNN's tensor is this times its filters. 32 sentences of 64
 # words and 32 characters; a window (model.windows) of 256 words always fits.
 MAX_BATCH_CELLS = 32 * 64 * 32
+# Sentences a batch when tagging, whichever backend: within 1% of 8, the
+# fastest, and faster than 128 and 512, which pad more (BENCHMARKS.md, "Batch
+# size of the lean runtime").
+BATCH_SIZE = 32
 CASINGS = (PAD, "numeric", "mostly_numeric", "lower", "upper", "title", "has_digit", "other")
 
 

@@ -20,7 +20,9 @@ from typing import TypeVar
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from model import files
+
+ROOT = files.REPOSITORY
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 120
 T = TypeVar("T")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -13,9 +14,10 @@ import psutil
 import pytest
 
 import app as app_module
-import serve
+import settings
 from app import ApiError, create_app, model_loader
 from model import files
+from model.pipeline import Pipeline
 from tests.launcher import ROOT, free_port, poll, wait_until_ready
 from tests.service_fixtures import TEST_LIMITS, http
 
@@ -241,10 +243,10 @@ def test_an_unknown_path_is_404(client):
 
 
 def test_an_internal_error_is_500_without_details(client, app, monkeypatch, caplog):
-    def broken(texts, min_score):
+    def broken(documents, min_score, turn):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(model_loader(app), "api", broken)
+    monkeypatch.setattr(model_loader(app).pipeline, "tag_documents", broken)
     with caplog.at_level(logging.ERROR):
         response = client.post("/api", json="I love Paris")
     assert response.status_code == 500
@@ -259,20 +261,19 @@ def test_an_internal_error_is_500_without_details(client, app, monkeypatch, capl
 def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
     release = threading.Event()
     warmed_up = []
-    real_model_api = serve.get_model_api
+    real_load_pipeline = app_module.load_pipeline
 
-    def slow_model_api(model_dir, backend):
-        release.wait(30)
-        api = real_model_api(model_dir, backend)
-
-        def recording_api(texts, min_score=0.0):
+    class RecordingPipeline(Pipeline):
+        def tag(self, texts, min_score=0.0):
             warmed_up.append(texts)
-            return api(texts, min_score)
+            return super().tag(texts, min_score)
 
-        recording_api.info = api.info
-        return recording_api
+    def slow_load_pipeline(model_dir, backend):
+        release.wait(30)
+        loaded = real_load_pipeline(model_dir, backend)
+        return RecordingPipeline(loaded.tagger, loaded.info)
 
-    monkeypatch.setattr(serve, "get_model_api", slow_model_api)
+    monkeypatch.setattr(app_module, "load_pipeline", slow_load_pipeline)
     client = create_app({"NER_LOAD_WAIT_S": 0.1}).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503 and response.get_json() == {"status": "loading"}
@@ -350,6 +351,7 @@ def test_cors_origins_can_be_restricted(tmp_path):
 
 
 def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setattr(settings, "current", functools.cache(settings.load))  # read anew, not the process's
     monkeypatch.setenv("NER_MAX_BODY_BYTES", "1234")
     monkeypatch.setenv("NER_MAX_TEXT_CHARS", "56")
     monkeypatch.setenv("NER_MAX_TEXTS", "7")
@@ -376,7 +378,7 @@ def test_importing_the_app_and_serving_with_onnx_never_imports_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'onnxruntime' not in sys.modules, 'heavy import'\n"
         "app.model_loader(app.app).wait(120)\n"
         "assert 'onnxruntime' in sys.modules\n"
-        "print('tensorflow' in sys.modules)\n"
+        "print('tensorflow' in sys.modules or 'model.training' in sys.modules)\n"
     )
     result = run_python(code, NER_BACKEND="onnx")
     assert result.returncode == 0, result.stderr

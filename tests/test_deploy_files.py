@@ -13,9 +13,10 @@ import settings
 from tests.launcher import ROOT
 
 
-def test_runtime_txt_and_python_version_name_the_same_python():
-    python_version = (ROOT / ".python-version").read_text().strip()
-    assert (ROOT / "runtime.txt").read_text().strip() == f"python-{python_version}"
+def test_the_python_version_is_in_python_version_only():
+    # The buildpack reads runtime.txt before .python-version, and deprecates it.
+    assert re.fullmatch(r"3\.\d+", (ROOT / ".python-version").read_text().strip())
+    assert not (ROOT / "runtime.txt").exists()
 
 
 def test_web_requirements_are_pinned_and_lean():

@@ -12,7 +12,7 @@ import sys
 import model
 from tests.launcher import ROOT
 
-SERVING_MODULES = ["serve", "app"] + [
+SERVING_MODULES = ["serve", "app", "settings", "scheduler"] + [
     f"model.{m.name}" for m in pkgutil.iter_modules(model.__path__) if m.name != "training"
 ]
 TRAINING_ONLY = ("tensorflow", "keras", "onnx", "model.training")
@@ -32,7 +32,7 @@ def project_imports(path) -> set[str]:
 
 def module_graph() -> dict[str, set[str]]:
     paths = {path: ".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.glob("model/**/*.py")}
-    paths |= {ROOT / "serve.py": "serve", ROOT / "app.py": "app"}
+    paths |= {path: path.stem for path in ROOT.glob("*.py") if path.stem.isidentifier()}  # app, serve, settings...
     names = {name.removesuffix(".__init__") for name in paths.values()}
     return {name.removesuffix(".__init__"): project_imports(path) & names for path, name in paths.items()}
 

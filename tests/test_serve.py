@@ -1,4 +1,5 @@
-"""serve.py: tokenization, alignment, entity offsets, batching, and the real model."""
+"""The text pipeline (model.tokenizer, model.pipeline) and serve.py's model_api:
+tokenization, alignment, entity offsets, batching, and the real model."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import re
 import numpy as np
 import pytest
 import regex
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import serve
+from model import pipeline
 from model.marginals import ScoredTags
+from model.pipeline import align_data, annotate
+from model.tags import entity_spans
+from model.tokenizer import Token, tokenize
 from model.training.data import DEFAULT_DATA_DIR, read_conll
-from serve import Token, align_data, annotate, tokenize
 
 
 def words(text: str) -> list[list[str]]:
@@ -146,7 +150,7 @@ class RecordingTagger:
 
 def test_all_sentences_of_all_texts_go_to_the_tagger_in_one_call(monkeypatch, tmp_path):
     tagger = RecordingTagger()
-    monkeypatch.setattr(serve, "load_tagger", lambda directory, backend: tagger)
+    monkeypatch.setattr(pipeline, "load_tagger", lambda directory, backend: tagger)
     model_api = serve.get_model_api(tmp_path, "onnx")
     results = model_api(["One. Two three.", "", "Four"])
     assert tagger.calls == [[["One", "."], ["Two", "three", "."], ["Four"]]]
@@ -228,3 +232,42 @@ def test_a_sentence_too_long_for_one_window_keeps_its_entities_near_the_cuts(mod
     assert len(result["tokens"]) == 3600
     assert result["tags"] == alone["tags"] * 400
     assert len(result["entities"]) == 3 * 400
+
+
+def test_model_api_takes_a_string_or_a_list_of_strings(model_api):
+    one = model_api("I love Paris")
+    assert one["tags"] == ["O", "O", "B-LOC"]
+    assert model_api(["I love Paris"]) == [one]
+    for wrong in (("I love Paris",), b"I love Paris", ["Paris", 7], None):
+        with pytest.raises(TypeError, match="a string or a list of strings"):
+            model_api(wrong)
+
+
+def test_an_accent_written_as_its_own_code_point_stays_with_its_word():
+    text = "He flew to Bogota\u0301 on Monday."
+    assert words(text) == [["He", "flew", "to", "Bogota\u0301", "on", "Monday", "."]]
+
+
+def test_an_entity_across_a_window_cut_keeps_its_words_and_its_score(model_api):
+    # The cuts of a long comma list fall inside "new york" for some repetitions.
+    result = model_api("Paris , " + "new york , " * 100)
+    assert all(e["score"] is not None and 0 <= e["score"] <= 1 for e in result["entities"])
+    assert {e["text"] for e in result["entities"] if "york" in e["text"]} == {"new york"}  # never "york" alone
+
+
+@given(st.integers(0, 300), st.sampled_from(["new york , ", "Angela Merkel met Bill Clinton in New York City , ",
+                                              "the united nations and the european union , "]))
+@settings(max_examples=20, deadline=None)
+def test_wherever_windows_cut_a_long_sentence_every_entity_is_scored_and_decodes_from_its_tags(model_api, shift,
+                                                                                                item):
+    # A prefix of `shift` filler tokens moves every cut to another place in the items.
+    text = "x , " * shift + item * 60
+    result = model_api(text)
+    sentence_tags = result["tags"]
+    spans = entity_spans(sentence_tags)
+    assert len(spans) == len(result["entities"])
+    for span, entity in zip(spans, result["entities"], strict=True):
+        assert entity["score"] is not None and 0 <= entity["score"] <= 1
+        assert (entity["start"], entity["end"]) == (result["tokens"][span.start]["start"],
+                                                    result["tokens"][span.end - 1]["end"])
+        assert entity["type"] == span.type

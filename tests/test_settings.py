@@ -87,6 +87,7 @@ def test_the_bind_falls_back_to_ipv4_on_a_machine_without_ipv6(monkeypatch):
         return real_socket(family, *args, **kwargs)
 
     monkeypatch.setenv("PORT", "5123")
+    monkeypatch.setattr(settings, "current", settings.load)  # read anew each time, not the process's
     monkeypatch.setattr(socket, "socket", no_ipv6)
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == "0.0.0.0:5123"
     monkeypatch.setattr(socket, "socket", real_socket)

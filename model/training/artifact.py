@@ -16,7 +16,7 @@ from model.config import Config
 from model.marginals import EntityScorer, ScoredTags
 from model.training import crf
 from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
-from model.vocab import Vocab, decode_in_batches
+from model.vocab import BATCH_SIZE, Vocab, decode_in_batches
 
 
 def build_tagger(config: Config, vocab: Vocab, word_embedding: keras.layers.Embedding) -> Tagger:
@@ -70,7 +70,7 @@ def load(directory: Path) -> tuple[list[Tagger], Vocab, Config]:
 class TensorFlowTagger:
     """Tags tokenized sentences with the Keras network and the TensorFlow CRF."""
 
-    def __init__(self, directory: Path, batch_size: int = 128):
+    def __init__(self, directory: Path, batch_size: int = BATCH_SIZE):
         members, self.vocab, self.config = load(Path(directory))
         self.tagger = Ensemble(members)
         self.batch_size = batch_size

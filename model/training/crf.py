@@ -29,10 +29,6 @@ class CRF(keras.layers.Layer):
             emissions, lengths, self.transitions, self.start, self.end
         )
 
-    def decode(self, emissions: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-        """The best tag sequence for each input: [batch, time], 0 past each length."""
-        return viterbi_decode(emissions, lengths, self.transitions, self.start, self.end)
-
 
 def sequence_score(emissions, tags, lengths, transitions, start, end) -> tf.Tensor:
     """The unnormalized score of the given tag paths: [batch]."""

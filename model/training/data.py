@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from model import files
+
 # Inside the repository (data/conll2003/README.md says where it comes from).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "conll2003"
+DEFAULT_DATA_DIR = files.REPOSITORY / "data" / "conll2003"
 
 
 # How a sentence's words are written: as in the source, or all lower/upper case

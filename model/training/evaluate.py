@@ -23,7 +23,7 @@ from model.training.export import write_meta
 METRICS_KEYS = {"valid": "dev", "test": "test"}
 
 
-def evaluate(directory: Path, path: Path, backend: str = "tensorflow", case: str = "as_written") -> Report:
+def evaluate(directory: Path, path: Path, backend: str = "onnx", case: str = "as_written") -> Report:
     sentences = read_conll(path)
     predicted = load_tagger(directory, backend).tag([recase(s.words, case) for s in sentences])
     return score([s.tags for s in sentences], predicted)
@@ -60,7 +60,7 @@ def main() -> None:
     source.add_argument("--split", choices=["train", "valid", "test"], default="valid")
     source.add_argument("--file", type=Path, help="any CoNLL file (2 or 4 columns)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--backend", choices=BACKENDS, default="tensorflow")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnx")
     parser.add_argument("--case", choices=CASES, default="as_written", help="recase the words before tagging")
     args = parser.parse_args()
     path = args.file or args.data_dir / f"{args.split}.txt"

