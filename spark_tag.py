@@ -1,7 +1,7 @@
 """Tag a text column with Spark, through the same pipeline as POST /api and tag.py.
 
     spark-submit [--master local[2]] spark_tag.py INPUT OUTPUT [--input-format text|json|parquet]
-                 [--output-format parquet|json] [--text-column text] [--model-dir results/crf]
+                 [--output-format parquet|json] [--text-column text] [--model-dir DIR]
 
 Reads plain text (one text a line, as the column `text`), JSON Lines or
 Parquet; writes Parquet or JSON Lines: every input column, and `entities`, an
@@ -23,6 +23,7 @@ from pyspark import SparkFiles
 from pyspark.sql import SparkSession
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
 
+from model import files
 from model.pipeline import Pipeline, load_pipeline
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="text: one text a line; json: JSON Lines")
     parser.add_argument("--output-format", choices=("parquet", "json"), default="parquet")
     parser.add_argument("--text-column", default="text", help="the column of texts (json and parquet input)")
-    parser.add_argument("--model-dir", default="results/crf",
+    parser.add_argument("--model-dir", default=str(files.COMMITTED_MODEL_DIR),
                         help="the model directory, on the executors: a path, or the name given to --archives")
     parser.add_argument("--backend", default="onnx")
     parser.add_argument("--min-score", type=float, default=0.0, help="leave out entities scored below this")

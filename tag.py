@@ -28,8 +28,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 import corpus
-import settings
 from corpus import Item, Malformed, Sentence, Text
+from model import files
 from model.backends import BACKENDS
 from model.pipeline import Pipeline, load_pipeline
 from model.tags import entity_spans
@@ -172,7 +172,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-score", type=float, default=0.0, help="leave out entities scored below this")
     parser.add_argument("--skip-errors", action="store_true",
                         help="write an error record for a malformed line and go on, instead of stopping")
-    parser.add_argument("--model-dir", type=Path, default=settings.defaults()["NER_MODEL_DIR"])
+    parser.add_argument("--model-dir", type=Path, default=files.COMMITTED_MODEL_DIR)
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
     args = parser.parse_args(argv)
     if args.workers < 1:
