@@ -210,4 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if items.problem else 0
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # The reader went away (`tag.py ... | head`): stop quietly, as Unix tools do;
+        # stdout to /dev/null, so that the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
