@@ -41,12 +41,12 @@ java:
 	  || { echo "Java is missing: install Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 
 # What spark-submit sends a cluster's executors (docs/readme-corpus.md): the
-# job and the model package's modules (training's left out) for --py-files,
+# code they run, spark_batches.py and model/ (but training), for --py-files,
 # and the model without TensorFlow's SavedModel and training weights for --archives.
 spark-package: $(BIN)/python
 	mkdir -p dist
 	$(BIN)/python -c "import pathlib, zipfile; z = zipfile.ZipFile('dist/ner-code.zip', 'w'); \
-	  [z.write(p) for p in ['spark_tag.py', *sorted(pathlib.Path('model').glob('*.py'))]]; z.close()"
+	  [z.write(p) for p in ['spark_batches.py', *sorted(pathlib.Path('model').glob('*.py'))]]; z.close()"
 	tar -czf dist/ner-model.tar.gz -C results/crf --exclude=saved_model --exclude=weights.npz .
 
 test: dev-install chromium java
