@@ -36,9 +36,10 @@ from model.tags import entity_spans
 
 # A chunk closes at this many inputs or characters, whichever comes first: big
 # enough for the tagger to batch sentences of similar length, small enough
-# that a chunk of long texts stays a few MB.
-CHUNK_INPUTS = 256
-CHUNK_CHARS = 200_000
+# that a worker stays under 200 MB (256 texts of a sentence took it to ~205 MB,
+# 128 to ~175; docs/benchmarks-corpus.md).
+CHUNK_INPUTS = 128
+CHUNK_CHARS = 100_000
 IN_FLIGHT_PER_WORKER = 2
 
 

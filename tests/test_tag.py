@@ -67,7 +67,7 @@ def test_plain_text_gives_one_result_a_line_in_order(tmp_path):
 
 
 def test_json_lines_keep_order_and_fields_and_agree_with_the_api(tmp_path, dev_sentences, client):
-    """Two workers, chunks of 256: the second chunk may be done first; the
+    """Two workers, chunks of 128: a later chunk may be done first; the
     output is still in input order, and each result is what POST /api answers."""
     texts = [" ".join(sentence.words) for sentence in dev_sentences]
     records = [{"id": f"dev-{i}", "text": text, "source": {"split": "valid", "n": i}} for i, text in enumerate(texts)]
