@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
 
 from model import files
@@ -47,21 +47,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def read_texts(spark: SparkSession, path: str, input_format: str, text_column: str) -> DataFrame:
+    if input_format == "text":
+        return spark.read.text(path).withColumnRenamed("value", text_column)
+    return getattr(spark.read, input_format)(path)
+
+
+def with_entities(frame: DataFrame, text_column: str, model_dir: str, backend: str = "onnx",
+                  min_score: float = 0.0) -> DataFrame:
+    """The frame with an `entities` column (one it had is replaced), tagged by the Python workers."""
+    frame = frame.drop("entities")
+    schema = StructType([*frame.schema.fields, StructField("entities", ENTITIES)])
+    return frame.mapInPandas(EntityTagger(text_column, model_dir, backend, min_score), schema)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     spark = SparkSession.builder.appName("spark_tag").getOrCreate()
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-    if args.input_format == "text":
-        frame = spark.read.text(args.input).withColumnRenamed("value", args.text_column)
-    else:
-        frame = getattr(spark.read, args.input_format)(args.input)
-    frame = frame.drop("entities")  # tagged before: tagged again
-    schema = StructType([*frame.schema.fields, StructField("entities", ENTITIES)])
-    tagger = EntityTagger(args.text_column, args.model_dir, args.backend, args.min_score)
-    tagged = frame.mapInPandas(tagger, schema)
+    frame = read_texts(spark, args.input, args.input_format, args.text_column)
+    tagged = with_entities(frame, args.text_column, args.model_dir, args.backend, args.min_score)
     getattr(tagged.write, args.output_format)(args.output)
     spark.stop()
-
 
 if __name__ == "__main__":
     main()
