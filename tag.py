@@ -31,6 +31,7 @@ import corpus
 from corpus import Item, Malformed, Sentence, Text
 from model import files
 from model.backends import BACKENDS
+from model.memory import give_back_memory, resident_bytes
 from model.pipeline import Pipeline, load_pipeline
 from model.tags import entity_spans
 
@@ -41,6 +42,12 @@ from model.tags import entity_spans
 CHUNK_INPUTS = 128
 CHUNK_CHARS = 100_000
 IN_FLIGHT_PER_WORKER = 2
+# Above this, a worker hands the pages that malloc keeps back to the system
+# before its next chunk. Over 30,000 texts, one worker's peak RSS was 196 MB
+# without it (glibc's heap, fragmented by the model calls' buffers), 180 MB
+# with it, for ~10% more CPU time; a fixed MALLOC_MMAP_THRESHOLD_ got to
+# 134-145 MB but tripled the system time.
+GIVE_BACK_ABOVE_BYTES = 150 * 2**20
 
 
 @dataclass
@@ -76,6 +83,8 @@ def start_worker(model_dir: Path, backend: str, min_score: float, file_format: s
 
 def tag_chunk(chunk: list[Item]) -> TaggedChunk:
     """The output lines of a chunk's inputs, in order; all its texts in one call, and its sentences in another."""
+    if resident_bytes() > GIVE_BACK_ABOVE_BYTES:
+        give_back_memory()
     texts = [item for item in chunk if isinstance(item, Text)]
     sentences = [item for item in chunk if isinstance(item, Sentence) and not item.is_docstart]
     results = iter(_pipeline.tag([t.text for t in texts], _min_score) if texts else [])

