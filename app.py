@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, Response, jsonify, request, send_file
+from flask import Flask, Response, jsonify, request
 from flask_compress import Compress
 from flask_cors import CORS
 from gunicorn.http.errors import ParseException
+from pydantic import TypeAdapter
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
+import contract
 import settings
-from model import files
+from contract import ApiError
 from model.memory import give_back_memory_if_grown, resident_bytes
 from model.pipeline import Document, Pipeline, TooManyTokens, load_pipeline, read_documents
+from pages import register_pages
 from scheduler import ShortestWorkFirst
 
 log = logging.getLogger(__name__)
@@ -37,19 +40,9 @@ def flask_config() -> dict[str, Any]:
     config["MAX_CONTENT_LENGTH"] = config.pop("NER_MAX_BODY_BYTES")
     # Flask-Compress: answers gzipped when the client accepts gzip, as JSON
     # compresses ~10 times (a 5 MB answer to 0.5 MB); small answers stay as they are.
-    config["COMPRESS_ALGORITHM"] = "gzip"
+    config["COMPRESS_ALGORITHM"] = config["COMPRESS_ALGORITHM_STREAMING"] = "gzip"
     config["COMPRESS_MIMETYPES"] = ["application/json"]
     return config
-
-
-class ApiError(Exception):
-    """An error answered as JSON {"error": {"code", "message", **details}} with `status`."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None, **details: Any):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.retry_after_s = retry_after_s  # a Retry-After header, for a failure that passes
-        self.details = details  # more fields of the error object, for a client to act on
 
 
 class ModelLoader:
@@ -119,16 +112,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(flask_config())
     app.config.update(config or {})
 
-    origins = app.config["NER_CORS_ORIGINS"]
-    allowed = "*" if origins.strip() == "*" else [o.strip() for o in origins.split(",") if o.strip()]
-    CORS(app, resources={r"/api*": {"origins": allowed}}, methods=["GET", "POST"], allow_headers=["Content-Type"])
+    origins = app.config["NER_CORS_ORIGINS"]  # settings.cors_origins
+    CORS(app, resources={r"/api*": {"origins": list(origins) if origins != "*" else "*"}}, methods=["GET", "POST"],
+         allow_headers=["Content-Type"])
 
     Compress(app)
     loader = ModelLoader(lambda: load_pipeline(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
     app.extensions["ner_model"] = loader
 
+    body_type = contract.request_body_type(app.config["NER_MAX_TEXT_CHARS"], app.config["NER_MAX_TEXTS"])
     register_error_handlers(app)
-    register_routes(app, loader)
+    register_routes(app, loader, body_type)
+    register_pages(app, contract.openapi_document(app.config, body_type))
     return app
 
 
@@ -137,7 +132,7 @@ def model_loader(app: Flask) -> ModelLoader:
     return app.extensions["ner_model"]
 
 
-def register_routes(app: Flask, loader: ModelLoader) -> None:
+def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> None:
     # One slice of tagging at a time a process (model.pipeline.SLICE_TOKENS),
     # the request with the least work left first: gunicorn's threads are there
     # to wait on clients, tagging is CPU-bound, and a model call's memory is
@@ -155,16 +150,14 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
             name="Named-entity recognition API",
             endpoints={
                 "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}; optional "min_score"',
-                "GET /api/model": "the model: version, tags, dev and test F1",
+                "GET /api/model": "the model: version, tags, held-out F1",
                 "GET /client": "a web page to try the API",
+                "GET /docs": "the API reference, interactive",
+                "GET /openapi.json": "the API's OpenAPI 3.1 document",
                 "GET /healthz": "the process is alive",
                 "GET /readyz": "the model is loaded and warmed up (503 before)",
             },
         )
-
-    @app.get("/client")
-    def client() -> Response:
-        return send_file(files.REPOSITORY / "simple_client.html", mimetype="text/html")
 
     @app.get("/healthz")
     def healthz() -> Response | tuple[Response, int]:
@@ -188,29 +181,31 @@ def register_routes(app: Flask, loader: ModelLoader) -> None:
     def api() -> Response:
         resident_before = resident_bytes()
         data = parse_json(read_body(app.config["MAX_CONTENT_LENGTH"]))
-        texts, single = parse_texts(data)
-        min_score = parse_min_score(data)
+        # Form, types and limits: the schemas that GET /openapi.json publishes.
+        texts, single, min_score = contract.parse_request(body_type, data)
         # For gunicorn's access log line (gunicorn.conf.py): how much text, never the text.
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
-        check_text_limits(texts, single, app.config["NER_MAX_TEXTS"], app.config["NER_MAX_TEXT_CHARS"])
         documents = tokenize_within_budget(texts, app.config["NER_MAX_TOKENS"])
         request.environ["ner.tokens"] = sum(document.token_count for document in documents)
         pipeline = loader.wait(app.config["NER_LOAD_WAIT_S"])
         results = pipeline.tag_documents(documents, min_score, turn=scheduler.turn)
-        response = jsonify(results[0] if single else {"results": results})
+        if single:
+            response = jsonify(next(results))
+        else:
+            response = app.response_class(json_results(app, results), mimetype="application/json")
         # Once the answer is sent, its objects and the model calls' are freed.
         response.call_on_close(lambda: give_back_memory_if_grown(resident_before))
         return response
 
 
-def check_text_limits(texts: list[str], single: bool, max_texts: int, max_chars: int) -> None:
-    """413 for a request of more texts, or a longer text, than the limits allow."""
-    if len(texts) > max_texts:
-        raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {max_texts} a request")
-    for i, text in enumerate(texts):
-        if len(text) > max_chars:
-            where = "text" if single else f"texts[{i}]"
-            raise ApiError(413, "text_too_long", f"{where} has {len(text)} characters; at most {max_chars}")
+def json_results(app: Flask, results: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """{"results": [...]}, sent a text's result at a time: a worker holds one
+    text's result, as objects and as JSON, not a whole request's (up to 100,000
+    tokens of results, some 40 MB of objects)."""
+    yield '{"results":['
+    for i, result in enumerate(results):
+        yield ("," if i else "") + app.json.dumps(result, separators=(",", ":"))  # compact, as jsonify
+    yield "]}\n"
 
 
 def tokenize_within_budget(texts: list[str], max_tokens: int) -> list[Document]:
@@ -249,51 +244,20 @@ def read_body(limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    """The request body as JSON. The Content-Type is not checked, so that a
-    plain `curl -d` works too."""
+    """The request body as JSON, in UTF-8 without a byte-order mark (RFC 8259
+    for JSON sent between systems); json.loads alone would also take UTF-16,
+    UTF-32 and a BOM. The Content-Type is not checked, so that a plain
+    `curl -d` works too."""
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")  # strict: surrogates written as bytes are refused too
+    except UnicodeDecodeError:
+        text = None
+    if text is None or text.startswith("\ufeff"):
+        raise ApiError(400, "invalid_encoding", "the request body must be UTF-8, without a byte-order mark")
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
-
-
-def parse_texts(data: Any) -> tuple[list[str], bool]:
-    """The texts of a request, and whether it held a single text.
-
-    Accepted: a JSON string (the original api_ner contract), {"text": "..."}
-    or {"texts": ["...", ...]}.
-    """
-    if isinstance(data, str):
-        return [data], True
-    if not isinstance(data, dict) or ("text" in data) == ("texts" in data):
-        raise ApiError(
-            400, "invalid_request", 'the body must be a JSON string, {"text": "..."} or {"texts": ["...", ...]}'
-        )
-    if "text" in data:
-        if not isinstance(data["text"], str):
-            raise ApiError(400, "invalid_type", "'text' must be a string")
-        return [data["text"]], True
-    texts = data["texts"]
-    if not isinstance(texts, list):
-        raise ApiError(400, "invalid_type", "'texts' must be a list of strings")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ApiError(400, "invalid_type", f"'texts[{i}]' must be a string")
-    return texts, False
-
-
-def parse_min_score(data: Any) -> float:
-    """The optional "min_score" beside "text" or "texts": entities scored below
-    it are left out. 0 (every entity) when absent."""
-    if not isinstance(data, dict) or "min_score" not in data:
-        return 0.0
-    value = data["min_score"]
-    # bool is an int in Python, but `true` is no threshold.
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ApiError(400, "invalid_type", "'min_score' must be a number from 0 to 1")
-    if not 0 <= value <= 1:
-        raise ApiError(400, "invalid_value", f"'min_score' must be from 0 to 1, not {value}")
-    return float(value)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,34 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+# An origin as browsers send it: scheme, host and an optional port; the host
+# may begin with "*." for any subdomain of the rest (never the rest itself).
+_ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d{1,5})?")
+
+
+def cors_origins(text: str) -> str | tuple[str | re.Pattern, ...]:
+    """"*" (any origin), or comma-separated origins: each exact, or with a
+    subdomain wildcard ("https://*.example.com" allows https://a.example.com
+    and https://a.b.example.com, not https://example.com nor
+    https://example.com.evil.net). Patterns for Flask-CORS, which matches a
+    string with regular-expression characters from its start only, so the
+    wildcards become anchored patterns here."""
+    if text.strip() == "*":
+        return "*"
+    origins: list[str | re.Pattern] = []
+    for item in (part.strip() for part in text.split(",")):
+        match = _ORIGIN.fullmatch(item)
+        if match is None:
+            raise ValueError(item)
+        scheme, wildcard, host, port = match.groups()
+        if wildcard:
+            origins.append(re.compile(rf"{scheme}://[a-z0-9-]+(?:\.[a-z0-9-]+)*\.{re.escape(host + (port or ''))}\Z",
+                                      re.IGNORECASE))
+        else:
+            origins.append(item)
+    return tuple(origins)
+
+
 def directory(text: str) -> Path:
     """A relative path is taken from the repository root, whatever the working directory."""
     if not text:
@@ -77,8 +106,9 @@ VARIABLES = (
     Variable("NER_BACKEND", "onnx", " or ".join(BACKENDS),
              "onnx (the lean runtime) or tensorflow (the reference; needs requirements-train.txt)",
              one_of(BACKENDS)),
-    Variable("NER_CORS_ORIGINS", "*", "* or comma-separated origins",
-             "origins allowed to call the API from a browser; * is any", str),
+    Variable("NER_CORS_ORIGINS", "*",
+             "* or comma-separated origins such as https://app.example.com or https://*.example.com",
+             "origins allowed to call the API from a browser; * is any, *. any subdomain", cors_origins),
     Variable("NER_MAX_BODY_BYTES", "1048576", "a whole number of 1 or more",
              "largest request body, in bytes", whole_number(1)),
     Variable("NER_MAX_TEXT_CHARS", "10000", "a whole number of 1 or more",

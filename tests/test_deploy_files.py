@@ -1,58 +1,53 @@
-"""The files Heroku reads agree with each other. (What the Procfile's web
+"""The files Heroku reads: the Procfile names the app, .python-version the
+Python the tests run on, app.json every variable settings.py reads, and the
+files .slugignore leaves serve the model alone. (What the Procfile's web
 process does is tested by running it: tests/test_gunicorn.py.)"""
 
+import importlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+
+import flask
 
 import settings
-from tests.launcher import ROOT
+from tests.launcher import ROOT, slug_files
 
 
-def test_the_python_version_is_in_python_version_only():
-    # The buildpack reads runtime.txt before .python-version, and deprecates it.
-    assert re.fullmatch(r"3\.\d+", (ROOT / ".python-version").read_text().strip())
+def tracked_files() -> list[str]:
+    return subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_the_procfile_runs_gunicorn_on_the_flask_app():
+    processes = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert list(processes) == ["web"]
+    command = shlex.split(processes["web"])
+    assert command[0] == "gunicorn" and command[1:] == ["app:app"]  # gunicorn.conf.py holds every setting
+    module, name = command[-1].split(":")
+    assert isinstance(getattr(importlib.import_module(module), name), flask.Flask)
+
+
+def test_python_version_names_the_python_the_tests_run_on_in_the_buildpacks_form():
+    # Heroku's Python buildpack takes "3.11" (the latest 3.11 patch release: the form it
+    # recommends) or an exact "3.11.7"; runtime.txt, read before it, is deprecated.
+    version = (ROOT / ".python-version").read_text().strip()
+    assert re.fullmatch(r"3\.\d+(\.\d+)?", version), version
+    assert version.split(".")[:2] == [str(part) for part in sys.version_info[:2]]
     assert not (ROOT / "runtime.txt").exists()
+
+
+def test_no_npm_packages_or_runtime_txt_in_the_repository():
+    assert [name for name in tracked_files() if name.startswith("node_modules/") or name == "runtime.txt"] == []
 
 
 def test_web_requirements_are_pinned_and_lean():
     lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
     assert all("==" in line for line in lines)
     assert not {line.split("==")[0] for line in lines} & {"tensorflow", "keras", "onnx", "tf2onnx"}
-
-
-# Heroku's classic buildpacks in the order its detection tries them, and the
-# files at the app's root that make each one's bin/detect say yes (heroku/
-# heroku-buildpack-ruby, -nodejs, -clojure, -python). The first that says yes
-# builds the app; the buildpacks after Python cannot win once Python does.
-DETECTION_ORDER = [
-    ("Ruby", ["Gemfile"]),
-    ("Node.js", ["package.json", "server.js"]),
-    ("Clojure", ["project.clj"]),
-    ("Python", ["requirements.txt", "setup.py", "Pipfile", "pyproject.toml"]),
-]
-
-
-def detected_language(root: Path) -> str | None:
-    for language, files in DETECTION_ORDER:
-        if any((root / name).is_file() for name in files):
-            return language
-    return None
-
-
-def test_heroku_detects_python_at_the_repository_root():
-    assert detected_language(ROOT) == "Python"
-
-
-def test_the_detection_picks_the_first_language_that_matches(tmp_path):
-    (tmp_path / "requirements.txt").write_text("flask\n")
-    assert detected_language(tmp_path) == "Python"
-    (tmp_path / "package.json").write_text("{}\n")  # what the root held before: Node.js won
-    assert detected_language(tmp_path) == "Node.js"
 
 
 def test_app_json_lists_every_variable_the_app_reads_with_its_default():
@@ -77,15 +72,6 @@ def test_only_settings_py_reads_the_environment():
     reading = re.compile(r"os\.environ|getenv\(")
     assert [path.name for path in service if reading.search(path.read_text())] == []
     assert reading.search((ROOT / "settings.py").read_text())
-
-
-def slug_files() -> list[str]:
-    """The repository's files less those .slugignore names (git reads its patterns as Heroku does)."""
-    def git_files(*options: str) -> set[str]:
-        command = ["git", "ls-files", "--cached", "--others", "--exclude-standard", *options]
-        return set(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
-
-    return sorted(git_files() - git_files("--ignored", "--exclude-from=.slugignore"))
 
 
 def test_the_slug_keeps_out_tests_bench_data_and_training_files():

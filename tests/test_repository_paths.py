@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import serve
 import settings
 from model.training import data, glove
@@ -63,6 +65,7 @@ def test_default_data_model_and_cache_paths_are_inside_the_repository():
     assert (data.DEFAULT_DATA_DIR / "train.txt").is_file()
 
 
+@pytest.mark.tensorflow  # running the training scripts' argument parsers imports TensorFlow
 def test_every_command_line_default_path_is_inside_the_repository():
     scripts = command_line_scripts()
     assert ROOT / "model" / "training" / "train.py" in scripts and ROOT / "model" / "training" / "evaluate.py" in scripts

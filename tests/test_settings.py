@@ -22,7 +22,23 @@ BAD_VALUES = [
     ("NER_LOAD_WAIT_S", "nan", "NER_LOAD_WAIT_S='nan' is not valid: it takes a number of seconds, 0 or more"),
     ("PORT", "70000", "PORT='70000' is not valid: it takes a port number from 1 to 65535"),
     ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY='0' is not valid: it takes a whole number of 1 or more"),
+    ("NER_MAX_TOKENS", "0", "NER_MAX_TOKENS='0' is not valid: it takes a whole number of 1 or more"),
+    *[("NER_CORS_ORIGINS", origins, (f"NER_CORS_ORIGINS={origins!r} is not valid: it takes * or comma-separated "
+                                     "origins such as https://app.example.com or https://*.example.com"))
+      for origins in ("https://*good.example", "*.good.example", "https://good.example/", "https://a.*.example",
+                      "ftp://good.example", "https://good.example,", "https://good.example|https://evil.net")],
 ]
+
+
+@pytest.mark.parametrize(("origin", "allowed"), [
+    ("https://a.good.example", True), ("https://a.b.good.example", True), ("https://A.Good.Example", True),
+    ("https://good.example", False), ("https://xgood.example", False), ("https://good.example.evil.net", False),
+    ("http://a.good.example", False), ("https://a.good.example:8443", False), ("https://a-good.example", False),
+])
+def test_a_subdomain_wildcard_allows_subdomains_only(origin, allowed):
+    (pattern, exact) = settings.cors_origins("https://*.good.example, https://app.other.example")
+    assert exact == "https://app.other.example"
+    assert bool(pattern.match(origin)) == allowed  # re.match, as Flask-CORS matches
 
 
 def test_every_default_is_a_value_its_variable_accepts():

@@ -243,14 +243,17 @@ def write_meta(directory: Path) -> None:
     # Networks trained before training.json recorded their data say nothing of it.
     data = [m["data"] for m in training.get("members", [training]) if "data" in m]
     caseless = directory / files.CASELESS
+    # Only splits the networks never saw: dev is no measure of networks trained on
+    # train + dev (metrics.json keeps its figures, with "held_out": false).
+    held_out = {key: figures["f1"] for key, figures in metrics.items() if figures.get("held_out", True)}
     files.write_json(directory, files.META, {
         "name": NAME,
         "version": files.version(directory),
         "members": files.count_members(directory),
-        "dev_f1": metrics.get("dev", {}).get("f1"),
-        "test_f1": metrics.get("test", {}).get("f1"),
-        # Every split and case scored: "dev", "test_lower", ... (model.training.evaluate --case).
-        "f1_by_split_and_case": {key: figures["f1"] for key, figures in metrics.items()},
+        "dev_f1": held_out.get("dev"),
+        "test_f1": held_out.get("test"),
+        # Every held-out split and case scored: "test", "test_lower", ... (model.training.evaluate --case).
+        "f1_by_split_and_case": held_out,
         "training_data": [d for i, d in enumerate(data) if d not in data[:i]] or None,
         "config": files.read_json(directory, files.CONFIG),
         "temperature": files.temperature(directory),
