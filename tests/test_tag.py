@@ -98,7 +98,7 @@ def test_conll_gets_a_predicted_column_that_seqeval_scores(tmp_path, dev_sentenc
     predicted = [[row[-1] for row in sentence] for sentence in rows]
     assert predicted == pipeline.tag_tokens([sentence.words for sentence in dev_sentences])
     gold = [[row[-2] for row in sentence] for sentence in rows]
-    assert f1_score(gold, predicted) > 0.85  # the model scores ~0.95 on dev
+    assert f1_score(gold, predicted) > 0.85  # ~0.99: the committed model was trained on dev too
     assert summary(run).startswith(f"tag.py: {DEV_SENTENCES} inputs: {DEV_SENTENCES} tagged")
 
 
