@@ -116,7 +116,18 @@ def _json_record(number: int, line: str, name: str) -> Text | Malformed:
         return Malformed(number, f"not JSON ({error.msg} at column {error.colno})", name)
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         return Malformed(number, 'not a JSON object with a string "text" field', name)
+    if ("\\ud" in line or "\\uD" in line) and not _utf8_writable(record):
+        return Malformed(number, "a lone surrogate escape (\\ud800 to \\udfff), which UTF-8 cannot hold", name)
     return Text(number, record)
+
+
+def _utf8_writable(record: dict[str, Any]) -> bool:
+    """False where a \\u escape left half a surrogate pair, which the output could not encode."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _conll_sentences(lines: Iterable[tuple[int, str | Malformed]], name: str) -> Iterator[Sentence | Malformed]:

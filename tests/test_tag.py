@@ -139,18 +139,20 @@ def test_a_malformed_line_stops_the_run_and_names_its_line(tmp_path):
 
 def test_skip_errors_writes_error_records_and_the_counts_add_up(tmp_path):
     lines = [b'{"id": 1, "text": "Paris"}', b"not json", b'{"id": 3, "text": "Rome"}', b'{"id": 4, "txt": "x"}',
-             b'{"id": 5, "text": "caf\xe9"}', b'["text"]', b'{"id": 7, "text": "Oslo"}']
+             b'{"id": 5, "text": "caf\xe9"}', b'["text"]', b'{"id": 7, "text": "Oslo"}',
+             b'{"id": 8, "text": "half a pair \\ud800"}', b'{"id": 9, "text": "a whole pair \\ud83d\\ude00"}']
     (tmp_path / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     run = tag(tmp_path / "bad.jsonl", "--skip-errors", "--workers", "1")
     assert run.returncode == 0, run.stderr
     results = json_lines(run.stdout)
     assert len(results) == len(lines)
-    assert [r.get("id") for r in results] == [1, None, 3, None, None, None, 7]
+    assert [r.get("id") for r in results] == [1, None, 3, None, None, None, 7, None, 9]
+    assert results[-1]["text"] == "a whole pair \U0001f600"
     errors = [r["error"] for r in results if "error" in r]
-    assert [(e["code"], e["line"]) for e in errors] == [("malformed_line", n) for n in (2, 4, 5, 6)]
-    assert "not UTF-8" in errors[2]["message"]
-    assert summary(run).startswith("tag.py: 7 inputs: 3 tagged, 4 malformed skipped;")
-    assert run.stderr.decode().count("tag.py: skipped ") == 4
+    assert [(e["code"], e["line"]) for e in errors] == [("malformed_line", n) for n in (2, 4, 5, 6, 8)]
+    assert "not UTF-8" in errors[2]["message"] and "surrogate" in errors[4]["message"]
+    assert summary(run).startswith("tag.py: 9 inputs: 4 tagged, 5 malformed skipped;")
+    assert run.stderr.decode().count("tag.py: skipped ") == 5
 
 
 def test_a_malformed_conll_row_names_its_line(tmp_path):
