@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # gunicorn and the tests' subprocesses are found in the virtual environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install dev-install train-install serve test test-fast lint chromium java spark-package bench glove train calibrate evaluate export
+.PHONY: install dev-install train-install serve test test-fast lint chromium redis-server java spark-package bench glove train calibrate evaluate export
 
 # Debian and Ubuntu ship venv apart (python3-venv): installed from apt when root.
 $(BIN)/python:
@@ -34,6 +34,13 @@ chromium: dev-install
 	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y chromium) \
 	  || $(BIN)/python -m playwright install chromium
 
+# The quota tests' Redis: Debian's redis-server from apt when it is missing
+# (root). The tests start and stop their own on a free port; no system service.
+redis-server:
+	command -v redis-server >/dev/null \
+	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y redis-server) \
+	  || { echo "redis-server is missing: apt-get install redis-server" >&2; exit 1; }
+
 # pyspark's JVM (spark_tag.py, tests/test_spark.py): Debian's Java 17 when root.
 java:
 	command -v java >/dev/null \
@@ -49,10 +56,10 @@ spark-package: $(BIN)/python
 	  [z.write(p) for p in ['spark_batches.py', *sorted(pathlib.Path('model').glob('*.py'))]]; z.close()"
 	tar -czf dist/ner-model.tar.gz -C results/crf --exclude=saved_model --exclude=weights.npz .
 
-test: dev-install chromium java
+test: dev-install chromium redis-server java
 	$(BIN)/python -m pytest
 
-test-fast: dev-install
+test-fast: dev-install redis-server
 	$(BIN)/python -m pytest -m "not slow and not browser and not tensorflow"
 
 lint: dev-install

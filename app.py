@@ -20,7 +20,9 @@ from gunicorn.http.errors import ParseException
 from pydantic import TypeAdapter
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
+import access
 import contract
+import metrics
 import settings
 from contract import ApiError
 from model.memory import give_back_memory_if_grown, resident_bytes
@@ -114,7 +116,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     origins = app.config["NER_CORS_ORIGINS"]  # settings.cors_origins
     CORS(app, resources={r"/api*": {"origins": list(origins) if origins != "*" else "*"}}, methods=["GET", "POST"],
-         allow_headers=["Content-Type"])
+         allow_headers=["Content-Type", "Authorization", "X-API-Key"], expose_headers=access.QUOTA_HEADERS)
 
     Compress(app)
     loader = ModelLoader(lambda: load_pipeline(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
@@ -122,6 +124,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     body_type = contract.request_body_type(app.config["NER_MAX_TEXT_CHARS"], app.config["NER_MAX_TEXTS"])
     register_error_handlers(app)
+    # Metrics first: their hooks then time and count what access refuses.
+    metrics.init_app(app, lambda: loader.pipeline.info if loader.ready else None)
+    access.init_app(app)
     register_routes(app, loader, body_type)
     register_pages(app, contract.openapi_document(app.config, body_type))
     return app
@@ -156,6 +161,7 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
                 "GET /openapi.json": "the API's OpenAPI 3.1 document",
                 "GET /healthz": "the process is alive",
                 "GET /readyz": "the model is loaded and warmed up (503 before)",
+                "GET /metrics": "Prometheus metrics",
             },
         )
 
@@ -187,8 +193,9 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
         documents = tokenize_within_budget(texts, app.config["NER_MAX_TOKENS"])
         request.environ["ner.tokens"] = sum(document.token_count for document in documents)
+        access.charge_tokens(request.environ["ner.tokens"])
         pipeline = loader.wait(app.config["NER_LOAD_WAIT_S"])
-        results = pipeline.tag_documents(documents, min_score, turn=scheduler.turn)
+        results = metrics.counted(pipeline.tag_documents(documents, min_score, turn=scheduler.turn))
         if single:
             response = jsonify(next(results))
         else:
@@ -226,19 +233,23 @@ def read_body(limit: int) -> bytes:
     """The request body; 413 when it is over `limit` bytes.
 
     Flask refuses a declared Content-Length over the limit before reading, but
-    a chunked body has none: Werkzeug then stops reading at the limit without
-    an error, so a body that fills it is taken as cut off. A body that cannot be
-    read is the client's doing: a malformed chunk, or a body that stops short
-    and times out (gunicorn.conf.py's BODY_READ_TIMEOUT_S).
+    a chunked body has none: it is read one byte past the limit, so that a body
+    of the limit passes as it does with a Content-Length. Under gunicorn the
+    worker has read the body whole already (buffered_worker.py), so a body that
+    cannot be read here is malformed (a bad chunk), or, under another server,
+    ends early.
     """
     try:
-        body = request.get_data(cache=False)
-    except ClientDisconnected:  # Werkzeug: the body ended or stalled before its Content-Length
+        if request.content_length is None:
+            body = request.input_stream.read(limit + 1)
+        else:
+            body = request.get_data(cache=False)
+    except ClientDisconnected:  # Werkzeug: the body ended before its Content-Length
         raise ApiError(400, "incomplete_body", "the request body ended before its Content-Length") from None
-    except (ParseException, OSError) as error:  # a chunked body: gunicorn's InvalidChunkSize..., a read timeout
+    except (ParseException, OSError) as error:  # a chunked body: gunicorn's InvalidChunkSize...
         log.info("unreadable request body: %s", type(error).__name__)
         raise ApiError(400, "invalid_body", "the request body could not be read") from None
-    if request.content_length is None and len(body) >= limit:
+    if len(body) > limit:
         raise RequestEntityTooLarge()
     return body
 

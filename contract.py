@@ -46,12 +46,14 @@ ERRORS = (
     ErrorCode(400, "invalid_value", "`min_score` is not from 0 to 1, or a text holds a lone surrogate"),
     ErrorCode(400, "invalid_body", "the body cannot be read (a malformed or stalled chunked body)"),
     ErrorCode(400, "incomplete_body", "the body ends, or stalls, before its Content-Length"),
+    ErrorCode(401, "unauthorized", "no API key, or a wrong one, where one is needed (with WWW-Authenticate: Bearer)"),
     ErrorCode(404, "not_found", "unknown path"),
     ErrorCode(405, "method_not_allowed", "wrong method (the Allow header lists the right ones)"),
     ErrorCode(413, "body_too_large", "the body is over the byte limit"),
     ErrorCode(413, "text_too_long", "a text is over the character limit; the message names it"),
     ErrorCode(413, "too_many_texts", "more texts than the limit in one request"),
     ErrorCode(413, "too_many_tokens", "more tokens than the limit in one request (with `tokens` and `limit`)"),
+    ErrorCode(429, "too_many_requests", "over the client's request or token quota (with Retry-After)"),
     ErrorCode(500, "internal_error", "a bug: the body says nothing more; the trace goes to the log"),
     ErrorCode(503, "not_ready", "the model is still loading (with Retry-After)"),
     ErrorCode(503, "model_failed", "the model cannot load, for good"),
@@ -287,6 +289,9 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
 
     secured = bool(config.get("NER_API_KEYS"))
     security = {"security": [{"bearer": []}, {"apiKey": []}]} if secured else {}
+    # access.py: a key (401) and quotas (429) for POST /api only, when they are on.
+    refusals = ([401] if secured else []) + ([429] if config.get("NER_RATE_LIMIT") or
+                                             config.get("NER_TOKEN_RATE_LIMIT") else [])
     max_body = config["MAX_CONTENT_LENGTH"]
     html = {"content": {"text/html": {"schema": {"type": "string"}}}}
     paths = {
@@ -302,7 +307,7 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
             "responses": {
                 "200": answer("one result for a string or `text`; `{\"results\": [...]}` for `texts`",
                               schema(Result | Results, "Answer"), PARIS),
-                **errors(400, 413, 500, 503),
+                **errors(400, *refusals, 413, 500, 503),
             },
             "x-max-body-bytes": max_body,
             **security,
@@ -310,7 +315,6 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
         "/api/model": {"get": {
             "operationId": "model", "summary": "The model: version, tags, scores",
             "responses": {"200": answer("the model", schema(ModelInfo, "ModelInfo")), **errors(500, 503)},
-            **security,
         }},
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Whether the process is alive",
@@ -331,8 +335,17 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                   "responses": {"200": answer("OpenAPI 3.1", {"type": "object"})}}},
     }
+    if config.get("NER_METRICS") == "on":  # metrics.py
+        scraper = bool(config.get("NER_METRICS_TOKEN"))
+        paths["/metrics"] = {"get": {
+            "operationId": "metrics", "summary": "Prometheus metrics, summed over the workers",
+            "responses": {"200": {"description": "Prometheus text format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **(errors(401) if scraper else {})},
+            **({"security": [{"bearer": []}]} if scraper else {}),
+        }}
     components: dict[str, Any] = {"schemas": schemas}
-    if secured:
+    if secured or config.get("NER_METRICS_TOKEN"):
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "an API key as a bearer token"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -2,18 +2,28 @@
 
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger, SafeAtoms
 
 import settings
+from buffered_worker import MAX_REQUEST_ID_CHARS, BufferedThreadWorker
 
 try:
     environment = settings.current()
 except settings.ConfigError as error:
     sys.exit(str(error))  # one line naming the variable, and a non-zero exit
+
+# prometheus_client's multiprocess mode (metrics.py): each worker writes its
+# values to files in this directory, and GET /metrics sums them. Set before
+# anything imports prometheus_client (the app is preloaded after this file is
+# read), and fresh, so that every count starts at zero.
+METRICS_DIR = tempfile.mkdtemp(prefix="ner-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 
 
 def any_address() -> str:
@@ -30,25 +40,30 @@ def any_address() -> str:
 bind = f"{any_address()}:{environment['PORT']}"
 # Heroku sets WEB_CONCURRENCY from the dyno's memory.
 workers = environment["WEB_CONCURRENCY"]
-# Threaded workers: a thread waits on each connection, so clients that send
-# slowly hold a thread each, not the worker. Tagging is CPU-bound, so app.py
-# tags one slice at a time a worker whatever the threads (scheduler.py); 32 threads let
-# dozens of slow connections wait beside it (BENCHMARKS.md, "Heavy requests
-# and slow clients").
-worker_class = "gthread"
+# gunicorn's threaded worker, with each request read whole and each answer
+# written by the worker's event loop (buffered_worker.py): a slow or stalled
+# client costs a socket, never a thread. Tagging is CPU-bound, so app.py tags
+# one slice at a time a worker whatever the threads (scheduler.py).
+BufferedThreadWorker.max_body_bytes = environment["NER_MAX_BODY_BYTES"]
+BufferedThreadWorker.allow_any_origin = environment["NER_CORS_ORIGINS"] == "*"
+worker_class = BufferedThreadWorker
 threads = 32
+# Connections a worker holds at once, most of them waiting on their clients;
+# each is a file descriptor (ulimit -n: 10,000 on a Heroku dyno).
+worker_connections = 4000
+# The event loop writes answers from memory: no sendfile.
+sendfile = False
 # A threaded worker's main loop beats this heartbeat, so it bounds a stuck
 # worker, not a request (a request is bounded: NER_MAX_TOKENS, model.pipeline's slices).
 # Under Heroku's 30 s router limit.
 timeout = 25
-graceful_timeout = 20
+# On SIGTERM a worker refuses new connections at once and answers those in
+# flight for this long at most (it logs any it could not answer); Heroku sends
+# SIGKILL 30 s after SIGTERM.
+graceful_timeout = 28
 # Longer than Router 2.0's 90 s idle timeout, so the router, not gunicorn,
 # closes an idle kept-alive connection (no request lost in a race with a close).
 keepalive = 100
-# Seconds a body read may wait for the next bytes (pre_request): a body that
-# stops short of its Content-Length is answered 400 (app.read_body) instead of
-# holding a thread.
-BODY_READ_TIMEOUT_S = 5
 # Preloading imports Flask, syntok and the app once in the master. The model
 # itself is loaded in each worker after the fork (post_worker_init). Loading it
 # in the master was tried: the forked workers tag correctly and keep less
@@ -59,12 +74,12 @@ BODY_READ_TIMEOUT_S = 5
 # share those pages anyway.
 preload_app = True
 # One line a request to stdout in Heroku's logfmt style, with the router's
-# X-Request-Id and how much text was tagged (app.py puts it in the WSGI
-# environ), never the text itself.
+# X-Request-Id, how much text was tagged and the API key's id (app.py and
+# access.py put them in the WSGI environ), never the text or the key itself.
 accesslog = "-"
 access_log_format = (
     'method=%(m)s path="%(U)s" status=%(s)s duration=%(M)sms request_id="%({x-request-id}i)s" '
-    "text_chars=%({ner.text_chars}e)s tokens=%({ner.tokens}e)s"
+    "text_chars=%({ner.text_chars}e)s tokens=%({ner.tokens}e)s key_id=%({ner.key_id}e)s"
 )
 # gunicorn 27's runtime control socket lives at one path in $HOME, shared by
 # every gunicorn of the user (a test server beside a dev server); not needed here.
@@ -82,10 +97,14 @@ def _escape(value):
 
 
 class EscapedAtoms(SafeAtoms):
-    """gunicorn's log atoms, escaped as above; SafeAtoms then escapes double quotes."""
+    """gunicorn's log atoms, escaped as above; SafeAtoms then escapes double
+    quotes. A request id is cut to what Heroku's router would pass."""
 
     def __init__(self, atoms):
-        super().__init__({key: _escape(value) for key, value in atoms.items()})
+        atoms = {key: _escape(value) for key, value in atoms.items()}
+        if isinstance(atoms.get("{x-request-id}i"), str):
+            atoms["{x-request-id}i"] = atoms["{x-request-id}i"][:MAX_REQUEST_ID_CHARS]
+        super().__init__(atoms)
 
 
 class EscapingLogger(Logger):
@@ -109,5 +128,13 @@ def post_worker_init(worker):
     model_loader(worker.wsgi).start(on_failure=lambda: os._exit(Arbiter.WORKER_BOOT_ERROR))
 
 
-def pre_request(worker, req):
-    req.unreader.sock.settimeout(BODY_READ_TIMEOUT_S)
+
+def child_exit(server, worker):
+    # The worker's gauges (requests in flight) leave the sums; its counters stay.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import limits
+
 from model import files
 from model.backends import BACKENDS
 
@@ -33,6 +35,7 @@ class Variable:
     accepts: str  # what a value may be, for the error message
     description: str
     parse: Callable[[str], Any]  # raises ValueError on a value it does not accept
+    secret: bool = False  # never echoed in an error message (it goes to the log)
 
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -96,6 +99,30 @@ def directory(text: str) -> Path:
     return ROOT / text
 
 
+def quota(text: str) -> limits.RateLimitItem | None:
+    """One quota in the notation of `limits` (Flask-Limiter's), such as 600/minute; empty is none."""
+    if not text:
+        return None
+    items = limits.parse_many(text)
+    if len(items) != 1 or items[0].amount < 1:
+        raise ValueError(text)
+    return items[0]
+
+
+def sha256_digests(text: str) -> tuple[str, ...]:
+    """Comma-separated SHA-256 digests in hex; empty is none."""
+    digests = tuple(digest.strip().lower() for digest in text.split(",") if digest.strip())
+    if not all(re.fullmatch("[0-9a-f]{64}", digest) for digest in digests):
+        raise ValueError(text)
+    return digests
+
+
+def redis_url(text: str) -> str:
+    if text and not text.startswith(("redis://", "rediss://")):
+        raise ValueError(text)
+    return text
+
+
 VARIABLES = (
     Variable("PORT", "5000", "a port number from 1 to 65535",
              "port gunicorn listens on (Heroku sets it)", whole_number(1, 65535)),
@@ -119,6 +146,23 @@ VARIABLES = (
              "most tokens in one request, all texts together (what tagging costs follows)", whole_number(1)),
     Variable("NER_LOAD_WAIT_S", "10", "a number of seconds, 0 or more",
              "how long a request waits for a model still loading before a 503", seconds),
+    Variable("NER_API_KEYS", "", "comma-separated SHA-256 digests of the keys, 64 hex digits each",
+             "SHA-256 digests of the API keys POST /api accepts; empty leaves the API open", sha256_digests,
+             secret=True),
+    Variable("NER_RATE_LIMIT", "", "a quota such as 600/minute, or nothing",
+             "requests a client may send to POST /api, such as 600/minute; empty is no quota", quota),
+    Variable("NER_TOKEN_RATE_LIMIT", "", "a quota such as 200000/minute, or nothing",
+             "tokens a client may have tagged, such as 200000/minute; empty is no quota", quota),
+    Variable("REDIS_URL", "", "a redis:// or rediss:// URL, or nothing",
+             "Redis that every worker and dyno count quotas in (Heroku Key-Value Store sets it); "
+             "empty counts them in each worker", redis_url, secret=True),
+    Variable("NER_TRUSTED_PROXIES", "1", "a whole number of 0 or more",
+             "proxies that append to X-Forwarded-For before the app (Heroku's router: 1); "
+             "0 takes the connection's address", whole_number(0)),
+    Variable("NER_METRICS", "on", "on or off",
+             "GET /metrics in Prometheus format, summed over the workers", one_of(("on", "off"))),
+    Variable("NER_METRICS_TOKEN", "", "any text",
+             "a token GET /metrics requires as Authorization: Bearer; empty leaves it open", str, secret=True),
 )
 
 
@@ -130,7 +174,8 @@ def load(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
         try:
             values[variable.name] = variable.parse(text)
         except ValueError:
-            raise ConfigError(f"{variable.name}={text!r} is not valid: it takes {variable.accepts}") from None
+            setting = variable.name if variable.secret else f"{variable.name}={text!r}"
+            raise ConfigError(f"{setting} is not valid: it takes {variable.accepts}") from None
     return values
 
 

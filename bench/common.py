@@ -34,11 +34,11 @@ LOAD_WORDS = 15
 
 
 @contextmanager
-def gunicorn(workers: int, backend: str):
-    """The service as the tests start it (tests/launcher.py), on loopback, with NER_BACKEND set."""
+def gunicorn(workers: int, backend: str, **env: str):
+    """The service as the tests start it (tests/launcher.py), on loopback, with NER_BACKEND and `env` set."""
     with (tempfile.TemporaryDirectory() as tmp,
           launcher.gunicorn(Path(tmp) / "gunicorn.log", workers, NER_BACKEND=backend,
-                            TF_CPP_MIN_LOG_LEVEL="3") as server):
+                            TF_CPP_MIN_LOG_LEVEL="3", **env) as server):
         yield server
 
 
@@ -52,10 +52,12 @@ def bodies_file():
         yield path
 
 
-def wrk(url: str, connections: int, seconds: int, bodies_file: Path, timeout_s: float = 5) -> dict:
-    """One wrk run (one thread) posting the bodies in turn; its summary as a dict."""
+def wrk(url: str, connections: int, seconds: int, bodies_file: Path, timeout_s: float = 5,
+        headers: dict[str, str] | None = None) -> dict:
+    """One wrk run (one thread) posting the bodies in turn, with `headers`; its summary as a dict."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s",
-               "-s", str(LUA_SCRIPT), url + "/api", "--", str(bodies_file)]
+               "-s", str(LUA_SCRIPT), url + "/api", "--", str(bodies_file),
+               *(f"{name}: {value}" for name, value in (headers or {}).items())]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     line = next(line for line in output.splitlines() if line.startswith("JSON "))
     return json.loads(line[len("JSON "):])

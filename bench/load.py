@@ -24,8 +24,8 @@ WARM_UP_SECONDS = 2
 WARM_UP_CONNECTIONS = 4
 
 
-def measure(url: str, connections: int, seconds: float, bodies: Path) -> dict:
-    summary = run_wrk(url, connections, seconds, bodies)
+def measure(url: str, connections: int, seconds: float, bodies: Path, headers: dict[str, str] | None = None) -> dict:
+    summary = run_wrk(url, connections, seconds, bodies, headers=headers)
     duration = summary["duration_us"] / 1e6
     latency = summary["latency_us"]
     return {

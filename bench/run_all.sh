@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+# nginx only for bench/nginx_front.py, which measures the front that was not chosen (issue 22).
+command -v nginx >/dev/null || (apt-get update && apt-get install -y nginx-light)
 # The project's virtual environment (the Makefile makes it); gunicorn from there too.
 PYTHON=.venv/bin/python
 export PATH="$PWD/.venv/bin:$PATH"
@@ -21,8 +24,11 @@ if [ -n "${QUICK:-}" ]; then
   speed="--repeats 1 --limit 300 --latency-scale 0.1"; profile="--repeats 1"; cold="--repeats 1"
   memory="--load-seconds 3"; load="--connections 1 4 16 --seconds 2 --repeats 1"; capacity="--seconds 2 --repeats 1"
   bounded="--texts 5 --slow-connections 8 --slow-seconds 4 --load-seconds 1 --rounds 1"
+  public="--seconds 2 --repeats 1"
+  stalled="--seconds 15 --stalled 100 --trickling 20 --load-seconds 1 --rounds 1"; front="--load-seconds 1 --rounds 1"
 else
-  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""
+  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""; public=""
+  stalled="--rounds 9 --load-seconds 3"; front="--rounds 5"
 fi
 
 set -x
@@ -38,5 +44,8 @@ set -x
 "$PYTHON" bench/capacity.py $capacity
 "$PYTHON" bench/windowing_f1.py
 "$PYTHON" bench/bounded_requests.py $bounded
+"$PYTHON" bench/stalled_connections.py $stalled
+"$PYTHON" bench/nginx_front.py $front
 "$PYTHON" bench/slug_size.py
+"$PYTHON" bench/public_overhead.py $public
 "$PYTHON" bench/report.py

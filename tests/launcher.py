@@ -1,6 +1,6 @@
 """Start the service as Heroku does: the Procfile's web command (gunicorn with the
-project's gunicorn.conf.py) on a free port. The tests and the benchmarks
-(bench/common.py) both start gunicorn with this one launcher."""
+project's gunicorn.conf.py) on a free port; and a Redis beside it. The tests and
+the benchmarks (bench/common.py) both start them with this one launcher."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import psutil
+import redis
 
 from model import files
 
@@ -119,3 +120,52 @@ def slug_files() -> list[str]:
         return set(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
 
     return sorted(git_files() - git_files("--ignored", "--exclude-from=.slugignore"))
+
+
+class Redis:
+    """Debian's redis-server on a loopback port, nothing saved to disk. (The
+    Makefile installs it; no system service is used.) With `tls_files`
+    (certificate, key), it listens with TLS only, as Heroku's does: rediss://."""
+
+    def __init__(self, port: int, tls_files: tuple[Path, Path] | None = None):
+        self.port, self.process = port, None
+        self.command = ["redis-server", "--bind", HOST, "--save", "", "--appendonly", "no"]
+        if tls_files is None:
+            self.url = f"redis://{HOST}:{port}"
+            self.command += ["--port", str(port)]
+        else:
+            self.url = f"rediss://{HOST}:{port}"
+            certificate, key = tls_files
+            self.command += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(certificate),
+                             "--tls-key-file", str(key), "--tls-auth-clients", "no"]
+
+    def client(self) -> redis.Redis:
+        tls = {"ssl_cert_reqs": "none"} if self.url.startswith("rediss:") else {}
+        return redis.Redis.from_url(self.url, socket_timeout=1, **tls)
+
+    def ping(self) -> bool:
+        try:
+            return self.client().ping()
+        except redis.RedisError:
+            return False
+
+    def start(self) -> None:
+        """Start it, empty (as a restarted Redis without persistence is), and wait until it answers."""
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        poll(self.ping, 30, f"redis-server on port {self.port}", interval=0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@contextmanager
+def redis_server(tls_files: tuple[Path, Path] | None = None) -> Iterator[Redis]:
+    """A Redis on a free loopback port, started, and stopped after."""
+    server = Redis(free_port(), tls_files)
+    try:
+        server.start()
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()

@@ -77,6 +77,23 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture
+def make_client(monkeypatch, app):
+    """make_client(**config): a test client of a new app with `config`, sharing
+    the session app's loaded model."""
+    import app as app_module
+
+    pipeline = model_loader(app).pipeline
+    monkeypatch.setattr(app_module, "load_pipeline", lambda *_: pipeline)
+
+    def make(**config):
+        new_app = create_app(config)
+        model_loader(new_app).wait(60)
+        return new_app.test_client()
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Gunicorn]:
     """gunicorn started with the Procfile's command on $PORT, bound as

@@ -9,6 +9,7 @@ serves it; the page's integrity hash refuses any other bytes).
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import re
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from tests.launcher import ROOT, free_port
+from tests.launcher import ROOT, Gunicorn, free_port, gunicorn
 from tests.service_fixtures import post_json
 
 pytestmark = pytest.mark.browser
@@ -340,3 +341,21 @@ def test_docs_renders_and_its_try_it_tags_text(page, server):
     expect(answer.locator(".response-col_status")).to_have_text("200")
     expect(answer.locator(".response-col_description")).to_contain_text('"entities"')
     expect(answer.locator(".response-col_description")).to_contain_text('"text": "Paris"')
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory) -> Iterator[Gunicorn]:
+    log = tmp_path_factory.mktemp("keyed") / "gunicorn.log"
+    with gunicorn(log, workers=1, NER_API_KEYS=hashlib.sha256(b"page-key").hexdigest()) as server:
+        yield server
+
+
+def test_a_key_pasted_in_the_page_is_sent_cross_origin(page, static_site, keyed_server):
+    page.goto(f"{static_site}/simple_client.html?api={quote(keyed_server.url + '/api', safe='')}")
+    page.check("#trust-api")
+    find_entities(page, "Angela Merkel visited Washington.")
+    expect(page.locator("#error")).to_contain_text("Error 401: an API key is required")
+    page.fill("#api-key", "page-key")
+    find_entities(page, "Angela Merkel visited Washington.")
+    expect(page.locator("mark.ent-PER")).to_have_text("Angela Merkel")
+    expect(page.locator("#error")).to_have_text("")

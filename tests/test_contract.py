@@ -176,3 +176,19 @@ def test_docs_loads_swagger_ui_from_this_app(client):
 def test_every_answer_says_nosniff(client):
     for response in (client.get("/"), client.post("/api", data=b"{"), client.get("/static/jquery-3.7.1.min.js")):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_keys_quotas_and_the_metrics_token_are_published_where_they_apply():
+    config = {"MAX_CONTENT_LENGTH": 100, "NER_MAX_TEXT_CHARS": 10, "NER_MAX_TEXTS": 2, "NER_MAX_TOKENS": 50,
+              "NER_METRICS": "on"}
+    body_type = contract.request_body_type(10, 2)
+    plain = contract.openapi_document(config, body_type)
+    assert set(plain["paths"]["/api"]["post"]["responses"]) == {"200", "400", "413", "500", "503"}
+    assert "security" not in plain["paths"]["/metrics"]["get"]
+    public = contract.openapi_document({**config, "NER_API_KEYS": ["0" * 64], "NER_RATE_LIMIT": "600/minute",
+                                        "NER_METRICS_TOKEN": "scrape"}, body_type)
+    validate(public)
+    assert {"401", "429"} <= set(public["paths"]["/api"]["post"]["responses"])
+    assert "security" not in public["paths"]["/api/model"]["get"]  # the model's description stays open
+    assert public["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+    assert "/metrics" not in contract.openapi_document({**config, "NER_METRICS": "off"}, body_type)["paths"]

@@ -56,12 +56,13 @@ def test_app_json_lists_every_variable_the_app_reads_with_its_default():
     assert app_json["buildpacks"] == [{"url": "heroku/python"}]
     assert app_json["formation"] == {"web": {"quantity": 1, "size": "basic"}}
     env = app_json["env"]
-    # Heroku assigns PORT itself, and sets WEB_CONCURRENCY from the dyno size
-    # unless the app does: app.json leaves both to it.
+    # Heroku assigns PORT itself, sets WEB_CONCURRENCY from the dyno size
+    # unless the app does, and its Key-Value Store add-on sets REDIS_URL (an
+    # add-on cannot set a variable the app already has): app.json leaves them to it.
     assert set(env) == {variable.name for variable in settings.VARIABLES} - {"PORT"}
-    assert "value" not in env["WEB_CONCURRENCY"]
+    assert "value" not in env["WEB_CONCURRENCY"] and "value" not in env["REDIS_URL"]
     for variable in settings.VARIABLES:
-        if variable.name in env and variable.name != "WEB_CONCURRENCY":
+        if variable.name in env and variable.name not in ("WEB_CONCURRENCY", "REDIS_URL"):
             assert env[variable.name]["value"] == variable.default, variable.name
         assert variable.name == "PORT" or env[variable.name]["description"]
 
@@ -69,7 +70,8 @@ def test_app_json_lists_every_variable_the_app_reads_with_its_default():
 def test_only_settings_py_reads_the_environment():
     # Every variable the service reads is in settings.VARIABLES, so in app.json.
     service = [ROOT / "app.py", ROOT / "serve.py", ROOT / "gunicorn.conf.py", *(ROOT / "model").glob("*.py")]
-    reading = re.compile(r"os\.environ|getenv\(")
+    # (gunicorn.conf.py sets prometheus_client's directory: writing, not reading.)
+    reading = re.compile(r"os\.environ(?!\[[^]]*\]\s*=)|getenv\(")
     assert [path.name for path in service if reading.search(path.read_text())] == []
     assert reading.search((ROOT / "settings.py").read_text())
 

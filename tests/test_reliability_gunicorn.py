@@ -317,12 +317,13 @@ def test_a_malformed_chunked_body_is_a_400_without_a_traceback(server):
     assert "Traceback" not in server.log.read_text()
 
 
-def test_an_incomplete_body_is_a_400_and_no_worker_is_killed(tmp_path):
+def test_an_incomplete_body_is_a_408_at_its_deadline_and_no_worker_is_killed(tmp_path):
     with gunicorn(tmp_path / "gunicorn.log", workers=1) as server:
         workers = [w.pid for w in server.workers()]
         head = b"POST /api HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n"
         answer = raw_request(server.port, head, iter([b'{"text": "Par']))  # then nothing more
-        assert status_and_error(answer) == (400, "incomplete_body")
+        assert status_and_error(answer) == (408, "request_timeout")
+        assert "request body not complete within" in server.log.read_text()
         assert [w.pid for w in server.workers()] == workers
         assert post(server.port, "I love Paris")[0] == 200
 

@@ -7,6 +7,7 @@ import runpy
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,15 @@ BAD_VALUES = [
                                      "origins such as https://app.example.com or https://*.example.com"))
       for origins in ("https://*good.example", "*.good.example", "https://good.example/", "https://a.*.example",
                       "ftp://good.example", "https://good.example,", "https://good.example|https://evil.net")],
+    ("NER_RATE_LIMIT", "600/minute;9000/hour",
+     "NER_RATE_LIMIT='600/minute;9000/hour' is not valid: it takes a quota such as 600/minute, or nothing"),
+    ("NER_TOKEN_RATE_LIMIT", "0/minute",
+     "NER_TOKEN_RATE_LIMIT='0/minute' is not valid: it takes a quota such as 200000/minute, or nothing"),
+    ("NER_METRICS", "yes", "NER_METRICS='yes' is not valid: it takes on or off"),
+    # A secret's value is never echoed to the log: a plain key where its digest belongs, a URL with its password.
+    ("NER_API_KEYS", "my-plain-key",
+     "NER_API_KEYS is not valid: it takes comma-separated SHA-256 digests of the keys, 64 hex digits each"),
+    ("REDIS_URL", "http://:password@host:6379", "REDIS_URL is not valid: it takes a redis:// or rediss:// URL, or nothing"),
 ]
 
 
@@ -46,6 +56,14 @@ def test_every_default_is_a_value_its_variable_accepts():
     assert list(defaults) == [variable.name for variable in settings.VARIABLES]
     assert defaults["NER_MAX_TEXTS"] == 50 and defaults["NER_LOAD_WAIT_S"] == 10.0
     assert defaults["NER_MODEL_DIR"] == ROOT / "results" / "crf"
+
+
+def test_keys_and_quotas_are_parsed_once():
+    digest = "AB" * 32
+    values = settings.load({"NER_API_KEYS": f" {digest}, {'0' * 64}", "NER_RATE_LIMIT": "10 per second"})
+    assert values["NER_API_KEYS"] == (digest.lower(), "0" * 64)
+    assert (values["NER_RATE_LIMIT"].amount, values["NER_RATE_LIMIT"].get_expiry()) == (10, 1)
+    assert settings.defaults()["NER_RATE_LIMIT"] is None and settings.defaults()["NER_API_KEYS"] == ()
 
 
 def test_values_come_from_the_environment():
@@ -94,8 +112,12 @@ def test_gunicorn_answers_on_ipv4_and_on_ipv6_where_the_machine_has_it(tmp_path)
             assert f"Listening at: http://0.0.0.0:{server.port}" in log
 
 
-def test_the_bind_falls_back_to_ipv4_on_a_machine_without_ipv6(monkeypatch):
+def test_the_bind_falls_back_to_ipv4_on_a_machine_without_ipv6(monkeypatch, tmp_path):
     real_socket = socket.socket
+    # Reading gunicorn.conf.py makes prometheus_client's directory and names it in
+    # the environment: both are this test's, and go with it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
 
     def no_ipv6(family=socket.AF_INET, *args, **kwargs):
         if family == socket.AF_INET6:

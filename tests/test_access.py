@@ -1,0 +1,217 @@
+"""API keys and per-client quotas (access.py) through Flask's test client, with
+the real model; Redis's failure and TLS with a real redis-server (tests/launcher.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+
+import flask
+import limits
+import pytest
+from prometheus_client import REGISTRY
+
+import access
+from tests.launcher import free_port, redis_server
+
+KEY = "k3y-for-the-tests"
+OTHER_KEY = "another-key"
+DIGEST = hashlib.sha256(KEY.encode()).hexdigest()
+TEXT = "Angela Merkel visited Washington."  # 5 tokens
+ROUTER = "10.1.2.3"  # what Heroku's router appends to X-Forwarded-For
+
+
+def error_of(response) -> dict:
+    assert response.is_json, response.data
+    return response.get_json()["error"]
+
+
+# Keys.
+
+
+def test_without_keys_the_api_stays_open(make_client):
+    assert make_client().post("/api", json=TEXT).status_code == 200
+
+
+def test_a_request_without_a_key_is_refused_with_401_and_www_authenticate(make_client):
+    response = make_client(NER_API_KEYS=(DIGEST,)).post("/api", json=TEXT)
+    assert response.status_code == 401 and error_of(response)["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"] == "Bearer realm=ner"
+    assert "X-API-Key" in error_of(response)["message"]
+
+
+@pytest.mark.parametrize(("headers", "www_authenticate"), [
+    ({"Authorization": f"Bearer {OTHER_KEY}"}, "Bearer realm=ner, error=invalid_token"),
+    ({"X-API-Key": OTHER_KEY}, "Bearer realm=ner, error=invalid_token"),
+    ({"X-API-Key": DIGEST}, "Bearer realm=ner, error=invalid_token"),  # the digest is no key
+    ({"Authorization": f"Basic {KEY}"}, "Bearer realm=ner"),  # no Bearer key: none at all
+])
+def test_a_wrong_key_is_refused(make_client, headers, www_authenticate):
+    response = make_client(NER_API_KEYS=(DIGEST,)).post("/api", json=TEXT, headers=headers)
+    assert response.status_code == 401 and error_of(response)["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"] == www_authenticate
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer  {KEY} "},
+                                     {"X-API-Key": KEY}])
+def test_the_right_key_in_either_header_is_served(make_client, headers):
+    other_digest = hashlib.sha256(OTHER_KEY.encode()).hexdigest()
+    client = make_client(NER_API_KEYS=(other_digest, DIGEST))
+    with client:  # keeps the request context for a look after
+        response = client.post("/api", json=TEXT, headers=headers)
+        assert flask.request.environ["ner.key_id"] == DIGEST[:8]  # the access log's key_id
+    assert response.status_code == 200 and [e["text"] for e in response.get_json()["entities"]] == [
+        "Angela Merkel", "Washington"]
+
+
+def test_the_page_the_docs_and_the_probes_stay_open_with_keys_on(make_client):
+    client = make_client(NER_API_KEYS=(DIGEST,))
+    for path in ("/", "/client", "/healthz", "/readyz", "/api/model", "/metrics"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_a_cors_preflight_needs_no_key_and_allows_the_key_headers(make_client):
+    response = make_client(NER_API_KEYS=(DIGEST,)).options("/api", headers={
+        "Origin": "https://example.org", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, x-api-key, content-type"})
+    assert response.status_code == 200
+    allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed == {"authorization", "x-api-key", "content-type"}
+
+
+def test_keys_are_compared_by_digest_and_named_by_its_first_8_digits():
+    assert access.matching_key_id(KEY, ("0" * 64, DIGEST)) == DIGEST[:8]
+    assert access.matching_key_id(OTHER_KEY, ("0" * 64, DIGEST)) is None
+
+
+# Quotas.
+
+
+def test_a_request_quota_answers_n_then_429_with_retry_after(make_client):
+    client = make_client(NER_RATE_LIMIT=limits.parse("3/minute"))
+    remaining = []
+    for _ in range(3):
+        response = client.post("/api", json=TEXT)
+        assert response.status_code == 200
+        assert response.headers["X-RateLimit-Limit-Requests"] == "3"
+        remaining.append(response.headers["X-RateLimit-Remaining-Requests"])
+    assert remaining == ["2", "1", "0"]
+    response = client.post("/api", json=TEXT)
+    assert response.status_code == 429 and error_of(response)["code"] == "too_many_requests"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert response.headers["X-RateLimit-Remaining-Requests"] == "0"
+    assert client.get("/healthz").status_code == 200  # the probes are not counted
+
+
+def test_a_bad_request_is_counted_and_carries_the_quota_headers(make_client):
+    client = make_client(NER_RATE_LIMIT=limits.parse("3/minute"), NER_TOKEN_RATE_LIMIT=limits.parse("100/minute"))
+    response = client.post("/api", data=b"{not json")
+    assert response.status_code == 400
+    assert response.headers["X-RateLimit-Remaining-Requests"] == "2"
+    assert response.headers["X-RateLimit-Remaining-Tokens"] == "100"
+
+
+def test_a_token_quota_is_charged_the_tokens_and_a_refused_request_gives_them_back(make_client):
+    client = make_client(NER_TOKEN_RATE_LIMIT=limits.parse("12/minute"))
+    response = client.post("/api", json={"texts": [TEXT, "Paris"]})  # 5 + 1 tokens
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit-Tokens"] == "12"
+    assert response.headers["X-RateLimit-Remaining-Tokens"] == "6"
+    response = client.post("/api", json={"texts": [TEXT, TEXT]})  # 10 tokens: over
+    assert response.status_code == 429 and "tokens quota of 12 per 1 minute" in error_of(response)["message"]
+    assert response.headers["X-RateLimit-Remaining-Tokens"] == "6" and int(response.headers["Retry-After"]) >= 1
+    response = client.post("/api", json=TEXT)  # 5 tokens still fit
+    assert response.status_code == 200 and response.headers["X-RateLimit-Remaining-Tokens"] == "1"
+
+
+def test_with_keys_on_each_key_has_its_own_quota(make_client):
+    other_digest = hashlib.sha256(OTHER_KEY.encode()).hexdigest()
+    client = make_client(NER_API_KEYS=(DIGEST, other_digest), NER_RATE_LIMIT=limits.parse("1/minute"))
+    assert client.post("/api", json=TEXT, headers={"X-API-Key": KEY}).status_code == 200
+    assert client.post("/api", json=TEXT, headers={"X-API-Key": KEY}).status_code == 429
+    assert client.post("/api", json=TEXT, headers={"X-API-Key": OTHER_KEY}).status_code == 200
+
+
+def test_a_first_x_forwarded_for_value_written_by_the_client_does_not_change_the_client(make_client):
+    client = make_client(NER_RATE_LIMIT=limits.parse("2/minute"))
+    for spoofed in ("1.1.1.1", "2.2.2.2"):
+        response = client.post("/api", json=TEXT, headers={"X-Forwarded-For": f"{spoofed}, {ROUTER}"})
+        assert response.status_code == 200
+    response = client.post("/api", json=TEXT, headers={"X-Forwarded-For": f"3.3.3.3, {ROUTER}"})
+    assert response.status_code == 429
+    assert client.post("/api", json=TEXT, headers={"X-Forwarded-For": "10.9.9.9"}).status_code == 200
+
+
+@pytest.mark.parametrize(("forwarded", "trusted", "client"), [
+    ("", 1, "127.0.0.1"),  # no proxy wrote it: the connection's address
+    ("10.1.2.3", 1, "10.1.2.3"),
+    ("6.6.6.6, 10.1.2.3", 1, "10.1.2.3"),
+    ("6.6.6.6,10.1.2.3", 2, "6.6.6.6"),  # a CDN's value, then the router's
+    ("10.1.2.3", 2, "10.1.2.3"),  # fewer values than proxies: all are theirs
+    ("6.6.6.6, 10.1.2.3", 0, "127.0.0.1"),  # no proxy trusted
+])
+def test_the_client_address_is_the_one_the_last_trusted_proxy_appended(forwarded, trusted, client):
+    environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": forwarded}
+    assert access.client_address(environ, trusted) == client
+
+
+def test_a_workers_own_windows_begin_at_the_first_add_and_end_after_their_length(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(access.time, "time", lambda: now[0])
+    windows = access.LocalWindows()
+    assert [windows.incr("a", 60, 2), windows.incr("a", 60, 3)] == [2, 5]
+    assert windows.get_expiry("a") == 1060
+    now[0] = 1060.0
+    assert windows.incr("a", 60, 1) == 1  # a new window
+    # Past LOCAL_WINDOWS_KEPT windows, the ended ones are dropped.
+    monkeypatch.setattr(access, "LOCAL_WINDOWS_KEPT", 2)
+    windows.incr("b", 1, 1)
+    now[0] = 1062.0
+    windows.incr("c", 60, 1)
+    assert windows.get_expiry("b") == 1062  # dropped: no window
+    assert windows.get_expiry("a") == 1120 and windows.get_expiry("c") == 1122
+
+
+# Redis failing, and Redis over TLS (rediss://, as Heroku's).
+
+
+def test_a_redis_that_fails_is_replaced_by_memory_with_one_warning_and_a_metric(caplog):
+    store = access.QuotaStore(f"redis://127.0.0.1:{free_port()}")  # nothing listens there
+    failures = REGISTRY.get_sample_value("ner_quota_redis_failures_total")
+    with caplog.at_level(logging.WARNING, logger="access"):
+        counts = [store.add("client", 60, 1) for _ in range(3)]
+    assert counts == [1, 2, 3]  # counted in memory
+    assert [r.getMessage() for r in caplog.records] == [
+        "quotas: Redis failed (ConnectionError); counting in this worker until it answers"]
+    assert REGISTRY.get_sample_value("ner_quota_redis_failures_total") == failures + 1
+    assert REGISTRY.get_sample_value("ner_quota_local_workers") == 1
+
+
+def test_a_worker_counts_in_redis_again_once_it_answers(monkeypatch, caplog):
+    monkeypatch.setattr(access, "REDIS_RETRY_S", 0)
+    with redis_server() as redis:
+        store = access.QuotaStore(redis.url)
+        assert store.add("client", 60, 1) == 1
+        redis.stop()
+        with caplog.at_level(logging.WARNING, logger="access"):
+            assert store.add("client", 60, 1) == 1  # a fresh count in memory
+            redis.start()  # empty
+            assert store.add("client", 60, 1) == 1  # in Redis again
+        assert redis.client().get(store.shared.prefixed_key("client")) == b"1"
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "quotas: Redis failed", "quotas: Redis answers again; counting in Redis"]
+    assert REGISTRY.get_sample_value("ner_quota_local_workers") == 0
+
+
+def test_a_rediss_url_with_a_self_signed_certificate_is_counted_in_redis(tmp_path):
+    certificate, key = tmp_path / "redis.crt", tmp_path / "redis.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True, timeout=60)
+    with redis_server(tls_files=(certificate, key)) as redis:
+        assert redis.url.startswith("rediss://")
+        store = access.QuotaStore(redis.url)
+        assert [store.add("client", 60, 2) for _ in range(2)] == [2, 4]
+        assert not store.counting_locally
+        assert redis.client().get(store.shared.prefixed_key("client")) == b"4"

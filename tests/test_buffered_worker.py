@@ -1,0 +1,179 @@
+"""The buffered worker's own parts, without a server: where a chunked body ends,
+how a request is named in the log, the JSON errors it answers itself, how an
+answer is sent or kept. The
+worker itself is tested against real gunicorn (tests/test_hardening_gunicorn.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.http.body import LengthReader
+from gunicorn.http.errors import ParseException
+from gunicorn.http.parser import RequestParser
+
+import buffered_worker
+from buffered_worker import (
+    COMPLETE,
+    MAX_REQUEST_ID_CHARS,
+    MORE,
+    TOO_LARGE,
+    BufferedThreadWorker,
+    Framing,
+    Incoming,
+    ThreadSocket,
+    body_framing,
+    describe,
+    json_error,
+)
+
+HEAD = b"POST /api HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def progress(*pieces: bytes, limit: int = 1000) -> list[str]:
+    """scan_chunks after each piece arrives, as the event loop calls it."""
+    incoming = Incoming(bytearray(HEAD), deadline=0, allowed_s=0, head_length=len(HEAD), chunked_at=len(HEAD))
+    seen = []
+    for piece in pieces:
+        incoming.data += piece
+        seen.append(BufferedThreadWorker.scan_chunks(incoming, limit))
+    return seen
+
+
+def test_a_chunked_body_is_complete_at_its_last_chunk_and_blank_line():
+    assert progress(b"5\r\nPar", b"is\r\n", b"0\r\n", b"\r\n") == [MORE, MORE, MORE, COMPLETE]
+    assert progress(b"5;ext=1\r\nParis\r\n0\r\n\r\n") == [COMPLETE]
+
+
+def test_trailer_fields_come_before_the_blank_line():
+    assert progress(b"5\r\nParis\r\n0\r\nX-Checksum: 1\r\n", b"\r\n") == [MORE, COMPLETE]
+
+
+def test_a_chunked_body_over_the_limit_is_too_large_from_its_size_line():
+    assert progress(b"3e8\r\n", limit=1000) == [MORE]  # 1000 bytes: at the limit
+    assert progress(b"3e9\r\n", limit=1000) == [TOO_LARGE]
+    assert progress(b"1f4\r\n" + b"a" * 500 + b"\r\n", b"1f5\r\n", limit=1000) == [MORE, TOO_LARGE]
+
+
+def test_a_malformed_size_line_is_left_to_gunicorn_s_parser():
+    assert progress(b"zz\r\nParis\r\n") == [COMPLETE]
+
+
+def test_a_request_is_named_in_the_log_escaped_and_cut():
+    request = b"GET /x\n\x1b[31m HTTP/1.1\r\nX-Request-Id: " + b"r" * 500 + b"\r\n\r\n"
+    line = describe(request)
+    assert "\n" not in line and "\x1b" not in line
+    assert line == f'request="GET /x\\n\\u001b[31m HTTP/1.1" request_id="{"r" * MAX_REQUEST_ID_CHARS}"'
+    assert describe(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == 'request="GET / HTTP/1.1" request_id="-"'
+
+
+@pytest.mark.parametrize("allow_any_origin", [True, False])
+def test_the_worker_s_own_errors_are_json(allow_any_origin):
+    answer = json_error(408, "Request Timeout", "request_timeout", "the request head was not complete in time",
+                        allow_any_origin)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"Connection: close" in head
+    assert json.loads(body) == {"error": {"code": "request_timeout",
+                                          "message": "the request head was not complete in time"}}
+    assert b"Content-Length: %d" % len(body) in head
+    assert (b"Access-Control-Allow-Origin: *" in head) == allow_any_origin
+
+
+class Worker:
+    """What a ThreadSocket asks of its worker, with a budget of `keepable` bytes."""
+
+    def __init__(self, keepable: int):
+        self.keepable, self.kept, self.warnings = keepable, 0, []
+        self.log = self
+
+    def keep(self, size: int) -> bool:
+        if self.kept + size > self.keepable:
+            return False
+        self.kept += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.kept -= size
+
+    def warning(self, message: str, *args) -> None:
+        self.warnings.append(message % args)
+
+
+def read_all(sock: socket.socket, into: list) -> None:
+    while chunk := sock.recv(65536):
+        into.append(chunk)
+
+
+ANSWER = bytes(range(256)) * 40_000  # 10 MB: more than two socket buffers hold
+
+
+def test_an_answer_the_socket_cannot_take_is_kept_for_the_event_loop_within_the_budget():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker = Worker(keepable=len(ANSWER))
+        thread_socket = ThreadSocket(ours, worker, "the request")
+        thread_socket.sendall(ANSWER[:100])
+        thread_socket.sendall(ANSWER[100:])  # returns at once: nobody reads
+        assert thread_socket.sent + sum(map(len, thread_socket.kept)) == len(ANSWER)
+        assert thread_socket.kept and worker.kept == sum(map(len, thread_socket.kept))
+
+
+def test_past_the_budget_the_thread_waits_for_its_client_and_sends_in_order():
+    ours, theirs = socket.socketpair()
+    received: list[bytes] = []
+    with ours, theirs:
+        reader = threading.Thread(target=read_all, args=(theirs, received))
+        reader.start()
+        worker = Worker(keepable=0)
+        thread_socket = ThreadSocket(ours, worker, "the request")
+        for start in range(0, len(ANSWER), 1_000_000):
+            thread_socket.sendall(ANSWER[start:start + 1_000_000])
+        ours.shutdown(socket.SHUT_WR)
+        reader.join()
+    assert b"".join(received) == ANSWER and worker.kept == 0 and worker.warnings == []
+
+
+def test_a_client_that_does_not_read_past_the_budget_gets_a_cut_answer_logged_as_cut(monkeypatch):
+    monkeypatch.setattr(buffered_worker, "GRACE_S", 0.5)  # the write deadline: 0.5 s and a 10 MB/s rate
+    monkeypatch.setattr(buffered_worker, "MIN_CLIENT_RATE", 10_000_000)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker = Worker(keepable=0)
+        thread_socket = ThreadSocket(ours, worker, 'request="POST /api HTTP/1.1"')
+        with pytest.raises(BrokenPipeError):  # gthread closes the connection quietly
+            thread_socket.sendall(ANSWER)
+    assert len(worker.warnings) == 1 and worker.warnings[0].startswith('answer cut: request="POST /api HTTP/1.1" sent ')
+
+
+FRAMING_HEADS = [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Framing(0, False)),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Framing(5, False)),
+    (b"POST /api HTTP/1.1\r\ncontent-length:\t 5 \r\n\r\n", Framing(5, False)),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Framing(None, False)),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Framing(None, False)),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n", Framing(5, True)),
+    (b"POST /api HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", Framing(5, False)),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nContent-Length: +5\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nContent-Length: 5x\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", None),
+    (b"POST /api HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"POST /api HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+]
+
+
+@pytest.mark.parametrize(("head", "expected"), FRAMING_HEADS)
+def test_the_body_s_framing_is_read_from_the_head_as_gunicorn_reads_it(head, expected):
+    assert body_framing(head) == expected
+    try:  # gunicorn's own parser, which the thread runs on the same bytes
+        request = next(RequestParser(Config(), [head], ("127.0.0.1", 1)))
+    except ParseException:
+        assert expected is None
+        return
+    reader = request.body.reader
+    assert expected == Framing(reader.length if isinstance(reader, LengthReader) else None,
+                               request._expected_100_continue)
