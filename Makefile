@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # gunicorn and the tests' subprocesses are found in the virtual environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install dev-install train-install serve test test-fast lint chromium redis-server bench glove train calibrate evaluate export
+.PHONY: install dev-install train-install serve test test-fast lint chromium redis-server java spark-package bench glove train calibrate evaluate export
 
 # Debian and Ubuntu ship venv apart (python3-venv): installed from apt when root.
 $(BIN)/python:
@@ -41,7 +41,22 @@ redis-server:
 	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y redis-server) \
 	  || { echo "redis-server is missing: apt-get install redis-server" >&2; exit 1; }
 
-test: dev-install chromium redis-server
+# pyspark's JVM (spark_tag.py, tests/test_spark.py): Debian's Java 17 when root.
+java:
+	command -v java >/dev/null \
+	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y openjdk-17-jre-headless) \
+	  || { echo "Java is missing: install Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+
+# What spark-submit sends a cluster's executors (docs/readme-corpus.md): the
+# code they run, spark_batches.py and model/ (but training), for --py-files,
+# and the model without TensorFlow's SavedModel and training weights for --archives.
+spark-package: $(BIN)/python
+	mkdir -p dist
+	$(BIN)/python -c "import pathlib, zipfile; z = zipfile.ZipFile('dist/ner-code.zip', 'w'); \
+	  [z.write(p) for p in ['spark_batches.py', *sorted(pathlib.Path('model').glob('*.py'))]]; z.close()"
+	tar -czf dist/ner-model.tar.gz -C results/crf --exclude=saved_model --exclude=weights.npz .
+
+test: dev-install chromium redis-server java
 	$(BIN)/python -m pytest
 
 test-fast: dev-install redis-server

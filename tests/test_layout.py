@@ -12,7 +12,7 @@ import sys
 import model
 from tests.launcher import ROOT
 
-SERVING_MODULES = ["serve", "app", "settings", "scheduler", "access", "metrics"] + [
+SERVING_MODULES = ["serve", "app", "settings", "scheduler", "access", "metrics", "tag", "corpus"] + [
     f"model.{m.name}" for m in pkgutil.iter_modules(model.__path__) if m.name != "training"
 ]
 TRAINING_ONLY = ("tensorflow", "keras", "onnx", "model.training")

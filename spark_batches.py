@@ -1,0 +1,54 @@
+"""What spark_tag.py's Python workers run: the model, loaded once a worker, and
+the mapInPandas function that adds the entities of a batch of texts.
+
+A module of its own, shipped to the executors (make spark-package): Spark then
+pickles EntityTagger by reference to it, and a worker's _pipelines lasts
+from task to task. Defined in the job's script, which runs as __main__, they
+would be pickled by value, an empty _pipelines with them, for every task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyspark import SparkFiles
+
+from model.pipeline import Pipeline, load_pipeline
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The models of this Python worker, by (directory, backend): Spark reuses its
+# workers from task to task, so a model is loaded once a worker.
+_pipelines: dict[tuple[str, str], Pipeline] = {}
+
+
+def worker_pipeline(model_dir: str, backend: str) -> Pipeline:
+    """This worker's model. A relative directory that is not in the working
+    directory is looked up among the files that --archives unpacked
+    (SparkFiles): the executors' working directory on a cluster, elsewhere in local mode."""
+    if (model_dir, backend) not in _pipelines:
+        directory = Path(model_dir)
+        if not directory.is_dir() and not directory.is_absolute():
+            directory = Path(SparkFiles.get(model_dir))
+        _pipelines[model_dir, backend] = load_pipeline(directory, backend)
+    return _pipelines[model_dir, backend]
+
+
+class EntityTagger:
+    """The mapInPandas function: each batch with an `entities` column added."""
+
+    def __init__(self, text_column: str, model_dir: str, backend: str, min_score: float):
+        self.text_column, self.model_dir, self.backend = text_column, model_dir, backend
+        self.min_score = min_score
+
+    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        pipeline = worker_pipeline(self.model_dir, self.backend)
+        for batch in batches:
+            texts = batch[self.text_column]
+            present = texts.notna()  # a null text has null entities
+            results = iter(pipeline.tag(texts[present].tolist(), self.min_score))
+            batch["entities"] = [next(results)["entities"] if here else None for here in present]
+            yield batch
