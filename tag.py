@@ -37,8 +37,8 @@ from model.tags import entity_spans
 
 # A chunk closes at this many inputs or characters, whichever comes first: big
 # enough for the tagger to batch sentences of similar length, small enough
-# that a worker stays under 200 MB (256 texts of a sentence took it to ~205 MB,
-# 128 to ~175; docs/benchmarks-corpus.md).
+# that a worker stays under 200 MB (256 texts of a sentence took it to ~205 MB
+# in a one-off run; BENCHMARKS.md, "Tagging a corpus", has the RSS at 128).
 CHUNK_INPUTS = 128
 CHUNK_CHARS = 100_000
 IN_FLIGHT_PER_WORKER = 2
