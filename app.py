@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, after_this_request, jsonify, request
 from flask_compress import Compress
 from flask_cors import CORS
 from gunicorn.http.errors import ParseException
@@ -33,6 +33,9 @@ from scheduler import ShortestWorkFirst
 log = logging.getLogger(__name__)
 
 WARM_UP_TEXT = "Angela Merkel visited Washington."
+# A body this small (a few hundred tokens at most) cannot grow a worker enough
+# to hand memory back after it (give_back_memory_after_a_large_request).
+SMALL_BODY_BYTES = 4096
 
 
 def flask_config() -> dict[str, Any]:
@@ -185,7 +188,7 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
 
     @app.post("/api")
     def api() -> Response:
-        resident_before = resident_bytes()
+        give_back_memory_after_a_large_request()
         data = parse_json(read_body(app.config["MAX_CONTENT_LENGTH"]))
         # Form, types and limits: the schemas that GET /openapi.json publishes.
         texts, single, min_score = contract.parse_request(body_type, data)
@@ -200,7 +203,19 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
             response = jsonify(next(results))
         else:
             response = app.response_class(json_results(app, results), mimetype="application/json")
-        # Once the answer is sent, its objects and the model calls' are freed.
+        return response
+
+
+def give_back_memory_after_a_large_request() -> None:
+    """Once the answer is sent, whatever its status, hand back the memory the
+    request left malloc holding if it grew the worker (model.memory). A body
+    under SMALL_BODY_BYTES cannot: it is not worth the two reads of /proc."""
+    if request.content_length is not None and request.content_length < SMALL_BODY_BYTES:
+        return
+    resident_before = resident_bytes()
+
+    @after_this_request
+    def give_back(response: Response) -> Response:
         response.call_on_close(lambda: give_back_memory_if_grown(resident_before))
         return response
 

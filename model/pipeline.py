@@ -114,12 +114,14 @@ class Pipeline:
         pieces = cut(sentences, parts)
         tagged: list[ScoredTags] = []
         remaining = sum(len(piece) for piece in pieces)
-        resident_before = resident_bytes()
-        for start, end in slices(parts):
+        ranges = list(slices(parts))
+        resident_before = resident_bytes() if len(ranges) > 1 else 0
+        for i, (start, end) in enumerate(ranges):
+            if i:
+                give_back_memory_if_grown(resident_before, SLICE_GROWTH_BYTES)
             with turn(remaining) if turn else nullcontext():
                 tagged += self.tagger.tag_scored(pieces[start:end])
             remaining -= sum(len(piece) for piece in pieces[start:end])
-            give_back_memory_if_grown(resident_before, SLICE_GROWTH_BYTES)
         return stitch_tagged(parts, tagged, len(sentences))
 
 
