@@ -45,6 +45,8 @@ from http import HTTPStatus
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import ThreadWorker
 
+from model.memory import give_back_memory
+
 # A client sends its request line and headers within this many seconds.
 HEAD_DEADLINE_S = 10.0
 # A body, and an answer, have GRACE_S plus their length at MIN_CLIENT_RATE:
@@ -60,6 +62,9 @@ RECV_BYTES = 256 * 1024
 # The bytes of answers a worker keeps for clients that read slowly; past them,
 # the app's thread waits on its client (ThreadSocket.send_waiting).
 MAX_KEPT_BYTES = 32 * 2**20
+# An answer kept this large is freed after the app's thread has handed memory
+# back (app.py): its pages are handed back when it is done with.
+GIVE_BACK_AFTER_ANSWER_BYTES = 2**20
 # The bytes of unfinished requests a worker holds; a request that would take
 # more is answered 503. 32 MiB: 32 bodies of 1 MiB, or 500 heads of 64 KiB.
 MAX_BUFFERED_BYTES = 32 * 2**20
@@ -488,11 +493,19 @@ class BufferedThreadWorker(ThreadWorker):
         del self.outgoing[conn]
         self.unwatch(conn)
         outgoing.done()  # gthread: keep the connection alive, or close it
+        self.done_with_answer(outgoing)
         return True
+
+    @staticmethod
+    def done_with_answer(outgoing: Outgoing) -> None:
+        outgoing.pieces.clear()
+        if outgoing.length >= GIVE_BACK_AFTER_ANSWER_BYTES:
+            give_back_memory()
 
     def cut(self, conn, why: str) -> None:
         outgoing = self.outgoing.pop(conn)
         self.release(outgoing.length - outgoing.sent)
+        self.done_with_answer(outgoing)
         self.log.warning("answer cut: %s sent %d of %d bytes to %s in %.1f s (%s)",
                          getattr(conn, "last_request", "-"), outgoing.sent, outgoing.length,
                          self.client_address(conn), time.monotonic() - outgoing.started, why)
