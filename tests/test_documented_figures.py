@@ -38,6 +38,11 @@ def end_to_end(model: str, split: str, case: str) -> float:
     return read("bench/results/case_scores.json")["scores"][model][split][case]["f1"]
 
 
+def accepted() -> list[dict]:
+    """The maximal bodies that the service answered (bench/request_cost.py)."""
+    return [row for row in read("bench/results/request_cost.json")["maximal"] if row["status"] == 200]
+
+
 def two(value: float) -> str:
     return f"{value:.2f}"
 
@@ -97,6 +102,12 @@ def figures() -> list[Figure]:
         Figure("README.md", r"the packages `requirements.txt` installs (\d+) MB, and both compress to (\d+) MB",
                "bench/results/slug_size.json packages_bytes, compressed_bytes",
                lambda: [slug("packages_bytes"), slug("compressed_bytes")]),
+        # README.md: the worst case a request may cost (bench/request_cost.py).
+        Figure("README.md", r"The heaviest bodies within the limits take up to ([\d.]+) s on one core and make a "
+               r"worker peak at (\d+) MB; two workers each tagging one at once take (\d+) MB",
+               "bench/results/request_cost.json maximal, two_at_once",
+               lambda: [f"{max(r['seconds'] for r in accepted()):.1f}", f"{max(r['peak_rss_mb'] for r in accepted()):.0f}",
+                        f"{read('bench/results/request_cost.json')['two_at_once']['peak_pss_mb']:.0f}"]),
         # MODEL.md: the committed model's scores, on CoNLL's tokens and from raw text.
         scores_row("test", "as written"),
         scores_row("test_lower", "lowercased"),
