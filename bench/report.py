@@ -913,7 +913,7 @@ def hardening_section(stalled: dict, nginx: dict) -> str:
     return f"""## Stalled connections, the buffered worker, and the front not chosen
 
 The Procfile's server (`gunicorn app:app`, 2 workers) started by `tests/launcher.py`, on loopback, while other
-sessions ran (each run's load average below). Latency and throughput move with that load from round to
+work ran (each run's load average below). Latency and throughput move with that load from round to
 round; the rounds take turns between the servers, and the tables give medians, and the CPU time a request
 of the server's processes, which the load disturbs less.
 
