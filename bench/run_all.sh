@@ -24,10 +24,10 @@ if [ -n "${QUICK:-}" ]; then
   speed="--repeats 1 --limit 300 --latency-scale 0.1"; profile="--repeats 1"; cold="--repeats 1"
   memory="--load-seconds 3"; load="--connections 1 4 16 --seconds 2 --repeats 1"; capacity="--seconds 2 --repeats 1"
   bounded="--texts 5 --slow-connections 8 --slow-seconds 4 --load-seconds 1 --rounds 1"
-  public="--seconds 2 --repeats 1"
+  public="--seconds 2 --repeats 1"; cost="--share-seconds 3 --load-seconds 1 --rounds 1"
   stalled="--seconds 15 --stalled 100 --trickling 20 --load-seconds 1 --rounds 1"; front="--load-seconds 1 --rounds 1"
 else
-  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""; public=""
+  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""; public=""; cost=""
   stalled="--rounds 9 --load-seconds 3"; front="--rounds 5"
 fi
 
@@ -44,6 +44,7 @@ set -x
 "$PYTHON" bench/capacity.py $capacity
 "$PYTHON" bench/windowing_f1.py
 "$PYTHON" bench/bounded_requests.py $bounded
+"$PYTHON" bench/request_cost.py $cost
 "$PYTHON" bench/stalled_connections.py $stalled
 "$PYTHON" bench/nginx_front.py $front
 "$PYTHON" bench/slug_size.py
