@@ -200,10 +200,8 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
         pipeline = loader.wait(app.config["NER_LOAD_WAIT_S"])
         results = metrics.counted(pipeline.tag_documents(documents, min_score, turn=scheduler.turn))
         if single:
-            response = jsonify(next(results))
-        else:
-            response = app.response_class(json_results(app, results), mimetype="application/json")
-        return response
+            return jsonify(next(results))
+        return app.response_class(json_results(app, results), mimetype="application/json")
 
 
 def give_back_memory_after_a_large_request() -> None:
