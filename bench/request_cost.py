@@ -32,11 +32,10 @@ from pathlib import Path
 
 import psutil
 from bounded_requests import SERVED_PATHS, heavy_bodies, normal_round, peak_rss, post, rss_mb, servers
-from common import machine, percentile, write_json
+from common import machine, ordinary_bodies, percentile, write_json
 
 import settings
 from model.pipeline import read_documents
-from model.training.data import DEFAULT_DATA_DIR, read_conll
 from tests import launcher
 from tests.launcher import Gunicorn
 
@@ -175,8 +174,7 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    small = [json.dumps({"text": " ".join(s.words)}).encode()
-             for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == 15]
+    small = ordinary_bodies()
     bodies = maximal_bodies()
     results: dict = {"machine": machine(), "args": vars(args), "max_tokens": MAX_TOKENS}
     with servers(args.baseline_ref, BASELINE_PATHS) as running:

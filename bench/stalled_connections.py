@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import json
 import multiprocessing
 import os
 import statistics
@@ -40,10 +39,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-from common import ROOT, bodies_file, machine, percentile, require_wrk, write_json, wrk
+from common import ROOT, bodies_file, machine, ordinary_bodies, percentile, require_wrk, write_json, wrk
 
 from buffered_worker import GRACE_S, HEAD_DEADLINE_S, MIN_CLIENT_RATE
-from model.training.data import DEFAULT_DATA_DIR, read_conll
 from tests import launcher
 from tests.launcher import HOST
 
@@ -245,8 +243,7 @@ def main() -> None:
     parser.add_argument("--skip-flood", action="store_true", help="ordinary traffic only")
     args = parser.parse_args()
     require_wrk()
-    bodies = [json.dumps({"text": " ".join(s.words)}).encode()
-              for s in read_conll(DEFAULT_DATA_DIR / "test.txt") if len(s.words) == 15]
+    bodies = ordinary_bodies()
     results: dict = {"machine": machine(), "args": vars(args)}
     if not args.skip_flood:
         print(f"flood: {args.stalled} stalled + {args.trickling} trickling connections for {args.seconds:.0f} s",
