@@ -280,7 +280,7 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, "invalid_encoding", "the request body must be UTF-8, without a byte-order mark")
     try:
         return json.loads(text)
-    except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
+    except (ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
 
 

@@ -128,7 +128,6 @@ def post_worker_init(worker):
     model_loader(worker.wsgi).start(on_failure=lambda: os._exit(Arbiter.WORKER_BOOT_ERROR))
 
 
-
 def child_exit(server, worker):
     # The worker's gauges (requests in flight) leave the sums; its counters stay.
     from prometheus_client import multiprocess

@@ -119,14 +119,20 @@ def large_answer_server(tmp_path_factory):
         yield server
 
 
+def send_large_answer_request(port: int, header: bytes) -> socket.socket:
+    """A connected socket with a small receive buffer that has sent a request
+    for a large answer, with one more header line."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.settimeout(CLIENT_TIMEOUT_S)
+    sock.connect((HOST, port))
+    sock.sendall(b"POST /api HTTP/1.1\r\nHost: localhost\r\n%s\r\nContent-Length: %d\r\n\r\n%s"
+                 % (header, len(LARGE_ANSWER_BODY), LARGE_ANSWER_BODY))
+    return sock
+
+
 def test_a_slow_reader_receives_a_whole_large_answer(large_answer_server):
-    port = large_answer_server.port
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        sock.settimeout(CLIENT_TIMEOUT_S)
-        sock.connect((HOST, port))
-        sock.sendall(b"POST /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(LARGE_ANSWER_BODY), LARGE_ANSWER_BODY))
+    with send_large_answer_request(large_answer_server.port, b"Connection: close") as sock:
         answer = sock.recv(65536)
         time.sleep(SLOW_READ_PAUSE_S)  # the reader stalls, then reads at its own pace
         answer += read_until_closed(sock)
@@ -139,13 +145,7 @@ def test_a_slow_reader_receives_a_whole_large_answer(large_answer_server):
 
 
 def test_a_cut_answer_is_logged_as_cut_without_a_traceback(large_answer_server):
-    port = large_answer_server.port
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        sock.settimeout(CLIENT_TIMEOUT_S)
-        sock.connect((HOST, port))
-        sock.sendall(b"POST /api HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: cut-1\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(LARGE_ANSWER_BODY), LARGE_ANSWER_BODY))
+    with send_large_answer_request(large_answer_server.port, b"X-Request-Id: cut-1") as sock:
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
     log_count(large_answer_server, 'answer cut: request="POST /api HTTP/1.1" request_id="cut-1"', 1)
