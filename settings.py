@@ -1,9 +1,10 @@
 """Every environment variable the service reads: its default, what it accepts and what it means.
 
 Read once a process, at start-up (current()): gunicorn.conf.py reads PORT and
-WEB_CONCURRENCY, app.create_app() the rest, from the same parsed values. A value the service cannot use stops start-up with one
-line that names the variable and says what it accepts. app.json lists the same
-variables for Heroku (tests/test_deploy_files.py checks that they agree).
+WEB_CONCURRENCY, app.create_app() the rest, from the same parsed values. A
+value the service cannot use stops start-up with one line that names the
+variable and says what it accepts. app.json lists the same variables for
+Heroku (tests/test_deploy_files.py checks that they agree).
 """
 
 from __future__ import annotations

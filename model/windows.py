@@ -71,7 +71,7 @@ def stitch_tagged(parts: list[Window], tagged: Sequence[ScoredTags], count: int)
     for window, piece, (keep_start, keep_end) in zip(parts, tagged, seams(parts, tagged), strict=True):
         piece_tags = list(piece.tags[keep_start - window.start : keep_end - window.start])
         piece_scores = list(piece.scores[keep_start - window.start : keep_end - window.start])
-        if tags[window.sequence] and _continues(piece_tags):
+        if tags[window.sequence] and piece_tags and _inside(piece_tags[0]):
             _drop_leading_continuation(piece_tags, piece_scores)
         tags[window.sequence] += piece_tags
         scores[window.sequence] += piece_scores
@@ -94,16 +94,15 @@ def seams(parts: list[Window], tagged: Sequence[ScoredTags]) -> list[tuple[int, 
             continue
         lowest = max(right.start, kept[i - 1][0] + 1)  # the left window keeps a token at least
         clean = [p for p in range(lowest, left.end)
-                 if not _continues(tagged[i - 1].tags[p - left.start : p - left.start + 1])
-                 and not _continues(tagged[i].tags[p - right.start : p - right.start + 1])]
+                 if not _inside(tagged[i - 1].tags[p - left.start]) and not _inside(tagged[i].tags[p - right.start])]
         seam = min(clean, key=lambda p: abs(p - left.keep_end), default=max(lowest, left.keep_end))
         kept[i - 1][1] = kept[i][0] = seam
     return [(start, end) for start, end in kept]
 
 
-def _continues(tags: Sequence[str]) -> bool:
-    """Whether tags start inside an entity (an I- tag)."""
-    return bool(tags) and tags[0].startswith("I-")
+def _inside(tag: str) -> bool:
+    """Whether a token continues an entity (an I- tag)."""
+    return tag.startswith("I-")
 
 
 def _drop_leading_continuation(tags: list[str], scores: list[float]) -> None:
