@@ -22,6 +22,11 @@ the threads for the app only:
   requests in flight are answered within graceful_timeout, and any request left
   unanswered then is logged.
 - gunicorn's own errors (400, 414, 431, 501...) are JSON, as the app's are.
+- New connections are shared between the workers: the kernel wakes every
+  worker for one, and a worker that holds more connections than another lets
+  that one accept it (ConnectionCounts). Kept-alive clients stay on the
+  worker that accepted them: left to race, one worker often took a whole
+  burst of them while the others idled.
 
 The request is still parsed by gunicorn, in the thread, from the bytes read
 here: where a request ends is gunicorn's decision, as before.
@@ -29,8 +34,10 @@ here: where a request ends is gunicorn's decision, as before.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
+import multiprocessing
 import re
 import selectors
 import socket
@@ -77,6 +84,12 @@ MAX_REQUEST_ID_CHARS = 200
 LINGER_S = 2.0
 # Seconds before the master's graceful_timeout that a stopping worker gives up (run).
 SHUTDOWN_LOG_MARGIN_S = 2
+# A worker that holds more connections than another leaves a new connection to
+# it for this long, then accepts it itself: a woken worker can wait some
+# milliseconds for a core, or for its interpreter lock.
+ACCEPT_WAIT_S = 0.02
+# The workers whose connections are counted (more are not balanced).
+COUNTED_WORKERS = 64
 # How far a chunked body is (scan_chunks).
 MORE, COMPLETE, TOO_LARGE = "more", "complete", "too large"
 
@@ -252,14 +265,54 @@ class Recorder:
         self.data += data
 
 
+class ConnectionCounts:
+    """How many connections each worker holds, in memory that the master
+    shares with the workers it forks. The master gives each worker a slot
+    before forking it and frees it when the worker exits; the worker writes
+    its count there."""
+
+    FREE = -1
+
+    def __init__(self, slots: int = COUNTED_WORKERS):
+        self.counts = multiprocessing.RawArray(ctypes.c_long, [self.FREE] * slots)
+
+    def claim(self) -> int | None:
+        """A free slot (in the master), or None when every slot is taken."""
+        for slot, count in enumerate(self.counts):
+            if count == self.FREE:
+                self.counts[slot] = 0
+                return slot
+        return None
+
+    def release(self, slot: int | None) -> None:
+        if slot is not None:
+            self.counts[slot] = self.FREE
+
+    def write(self, slot: int | None, count: int) -> None:
+        if slot is not None:
+            self.counts[slot] = count
+
+    def fewest_elsewhere(self, slot: int | None) -> int | None:
+        """The fewest connections another worker holds; None without others (or a slot)."""
+        if slot is None:
+            return None
+        return min((count for other, count in enumerate(self.counts) if other != slot and count != self.FREE),
+                   default=None)
+
+
 class BufferedThreadWorker(ThreadWorker):
     """gthread's worker with requests and answers buffered on the event loop (module docstring)."""
 
     allow_any_origin = True  # gunicorn.conf.py: whether NER_CORS_ORIGINS is *
     max_body_bytes = 1024 * 1024  # gunicorn.conf.py: NER_MAX_BODY_BYTES
+    connection_counts: ConnectionCounts | None = None  # made in the master, before the first fork
 
     def __init__(self, *args, **kwargs):
+        """In the master, before the fork."""
         super().__init__(*args, **kwargs)
+        if BufferedThreadWorker.connection_counts is None:
+            BufferedThreadWorker.connection_counts = ConnectionCounts()
+        self.counts_slot = self.connection_counts.claim()
         self.incoming: dict = {}  # TConn -> Incoming
         self.outgoing: dict = {}  # TConn -> Outgoing
         self.in_app: dict = {}  # TConn -> InApp
@@ -268,6 +321,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.kept_bytes = 0  # of answers kept for the event loop (ThreadSocket)
         self.kept_lock = threading.Lock()
         self.missed_deadlines = 0
+        self.accept_resumes_at: float | None = None  # accept: the listeners are set aside until then
         if self.cfg.is_ssl:
             raise RuntimeError("buffered_worker reads requests as plain bytes: terminate TLS in front of it")
 
@@ -589,9 +643,40 @@ class BufferedThreadWorker(ThreadWorker):
     def client_address(conn) -> str:
         return conn.client[0] if isinstance(conn.client, tuple) else str(conn.client or "unix socket")
 
+    # Accepting connections
 
+    def accept(self, listener) -> None:
+        """Called by the poller, in every worker, when a connection is queued. A
+        worker holding more connections than another sets the listeners aside
+        for ACCEPT_WAIT_S, for that one to accept it."""
+        fewest_elsewhere = self.connection_counts.fewest_elsewhere(self.counts_slot)
+        if fewest_elsewhere is None or self.nr_conns <= fewest_elsewhere:
+            super().accept(listener)
+            return
+        for each in self.sockets:
+            self.poller.unregister(each)
+        self.accept_resumes_at = time.monotonic() + ACCEPT_WAIT_S
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self.accept_resumes_at is not None:
+            timeout = min(timeout, max(self.accept_resumes_at - time.monotonic(), 0.0))
+        super().wait_for_and_dispatch_events(timeout)
+        self.connection_counts.write(self.counts_slot, self.nr_conns)
+        if self.accept_resumes_at is not None and time.monotonic() >= self.accept_resumes_at:
+            self.resume_accepting(take_one=True)
+
+    def resume_accepting(self, take_one: bool) -> None:
+        """The listeners back on the poller, after accepting the connection that
+        was waited for if `take_one` (there is none when another worker took it)."""
+        self.accept_resumes_at = None
+        for listener in self.sockets:
+            if take_one:
+                super().accept(listener)  # one connection, or none (EAGAIN)
+            self.poller.register(listener, selectors.EVENT_READ, self.accept)
 
     def set_accept_enabled(self, enabled: bool) -> None:
+        if self.accept_resumes_at is not None:  # gthread expects the listeners on the poller
+            self.resume_accepting(take_one=False)
         super().set_accept_enabled(enabled)
         if not self.alive:
             # Stopping: take the connections the kernel has queued already
@@ -603,7 +688,7 @@ class BufferedThreadWorker(ThreadWorker):
                 before = None
                 while before != self.nr_conns < self.worker_connections:
                     before = self.nr_conns
-                    self.accept(listener)  # gthread's: one connection, or none (EAGAIN)
+                    super().accept(listener)  # gthread's: one connection, or none (EAGAIN)
                 listener.close()
 
     def run(self) -> None:

@@ -133,6 +133,8 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    if isinstance(worker, BufferedThreadWorker):  # not when GUNICORN_CMD_ARGS names another worker class
+        worker.connection_counts.release(worker.counts_slot)
 
 
 def on_exit(server):

@@ -860,8 +860,8 @@ deadline. The server logged {flood['closed_connection_log_lines']:,} closed conn
 ### Ordinary traffic: gthread against the buffered worker
 
 Same run. wrk, kept-alive connections, 15-word sentences, {args['rounds']} rounds of {args['load_seconds']} s a
-server, taking turns; "gthread" is `{args['baseline_ref']}` (gunicorn's gthread worker), "buffered worker"
-the working tree at `{info['commit']}`:
+server, taking turns; both are the working tree at `{info['commit']}`, "gthread" on gunicorn's gthread worker
+(`GUNICORN_CMD_ARGS=--worker-class=gthread`), "buffered worker" as `gunicorn.conf.py` sets it:
 
 {side_by_side(ordinary, ("baseline", "this"), ("gthread", "buffered worker"), "CPU a request")}
 

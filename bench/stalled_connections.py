@@ -2,7 +2,7 @@
 cost of the buffered worker on ordinary traffic (issue 22).
 
     python bench/stalled_connections.py [--seconds 60] [--stalled 500] [--trickling 100]
-        [--normal-clients 2] [--baseline-ref main] [--load-seconds 5] [--rounds 3] [--skip-baseline] [--skip-flood]
+        [--normal-clients 2] [--load-seconds 5] [--rounds 3] [--skip-baseline] [--skip-flood]
 
 - Flood (this working tree's server, 2 workers, loopback): for --seconds,
   --stalled connections each send part of a request (a head cut short, a body
@@ -14,8 +14,9 @@ cost of the buffered worker on ordinary traffic (issue 22).
   closed it, against its deadline (buffered_worker.HEAD_DEADLINE_S, or the
   body's). The flood runs in a process of its own (asyncio), so that it does
   not share the clients' interpreter.
-- Ordinary traffic: "baseline" (the code of --baseline-ref: git archive into a
-  temporary folder, gunicorn's plain gthread worker) and "this", side by side:
+- Ordinary traffic: "baseline" (this working tree on gunicorn's plain gthread
+  worker, GUNICORN_CMD_ARGS=--worker-class=gthread) and "this" (the buffered
+  worker of gunicorn.conf.py), side by side:
   wrk with kept-alive connections posting 15-word sentences, at 1 and 8
   connections, --rounds rounds of --load-seconds a server, the servers taking
   turns; medians over the rounds of p50 latency, req/s, and the CPU time the
@@ -31,7 +32,6 @@ import http.client
 import multiprocessing
 import os
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-from common import ROOT, bodies_file, machine, ordinary_bodies, percentile, require_wrk, write_json, wrk
+from common import bodies_file, machine, ordinary_bodies, percentile, require_wrk, write_json, wrk
 
 from buffered_worker import GRACE_S, HEAD_DEADLINE_S, MIN_CLIENT_RATE
 from tests import launcher
@@ -185,17 +185,12 @@ def flood_run(args, bodies: list[bytes]) -> dict:
 
 
 @contextmanager
-def baseline_and_this(baseline_ref: str):
-    """{"baseline": the service at baseline_ref, "this": the working tree's}, side by side."""
-    with tempfile.TemporaryDirectory() as tmp:
-        baseline_dir = Path(tmp) / "baseline"
-        baseline_dir.mkdir()
-        archive = subprocess.run(["git", "archive", baseline_ref, "--", ".", ":!data", ":!tests", ":!bench"],
-                                 cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(baseline_dir)], input=archive, check=True)
-        with (launcher.gunicorn(Path(tmp) / "baseline.log", WORKERS, directory=baseline_dir) as baseline,
-              launcher.gunicorn(Path(tmp) / "this.log", WORKERS) as this):
-            yield {"baseline": baseline, "this": this}
+def baseline_and_this():
+    """{"baseline": the service on gthread, "this": on the buffered worker}, side by side."""
+    with (tempfile.TemporaryDirectory() as tmp,
+          launcher.gunicorn(Path(tmp) / "baseline.log", WORKERS, GUNICORN_CMD_ARGS="--worker-class=gthread") as baseline,
+          launcher.gunicorn(Path(tmp) / "this.log", WORKERS) as this):
+        yield {"baseline": baseline, "this": this}
 
 
 def cpu_seconds(server) -> float:
@@ -207,7 +202,7 @@ def cpu_seconds(server) -> float:
 
 def ordinary_traffic(args) -> dict:
     results = {}
-    with baseline_and_this(args.baseline_ref) as running, bodies_file() as bodies:
+    with baseline_and_this() as running, bodies_file() as bodies:
         for connections in (1, 8):
             rounds: dict[str, list] = {name: [] for name in running}
             for _ in range(args.rounds):
@@ -236,7 +231,6 @@ def main() -> None:
     parser.add_argument("--stalled", type=int, default=500)
     parser.add_argument("--trickling", type=int, default=100)
     parser.add_argument("--normal-clients", type=int, default=2)
-    parser.add_argument("--baseline-ref", default="main")
     parser.add_argument("--load-seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-baseline", action="store_true", help="the flood only")
@@ -250,7 +244,7 @@ def main() -> None:
               flush=True)
         results["flood"] = flood_run(args, bodies)
     if not args.skip_baseline:
-        print(f"ordinary traffic, {args.baseline_ref} (gthread) against this (buffered worker):", flush=True)
+        print("ordinary traffic, gthread against this (buffered worker):", flush=True)
         results["ordinary_traffic"] = ordinary_traffic(args)
     results["load_average_at_end"] = list(os.getloadavg())
     print(f"written to {write_json('stalled_connections.json', results)}")

@@ -1,7 +1,7 @@
 """The buffered worker's own parts, without a server: where a chunked body ends,
 how a request is named in the log, the JSON errors it answers itself, how an
-answer is sent or kept. The
-worker itself is tested against real gunicorn (tests/test_hardening_gunicorn.py)."""
+answer is sent or kept, how the workers' connections are counted. The worker
+itself is tested against real gunicorn (tests/test_hardening_gunicorn.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from buffered_worker import (
     MORE,
     TOO_LARGE,
     BufferedThreadWorker,
+    ConnectionCounts,
     Framing,
     Incoming,
     ThreadSocket,
@@ -177,3 +178,20 @@ def test_the_body_s_framing_is_read_from_the_head_as_gunicorn_reads_it(head, exp
     reader = request.body.reader
     assert expected == Framing(reader.length if isinstance(reader, LengthReader) else None,
                                request._expected_100_continue)
+
+
+def test_each_worker_sees_the_fewest_connections_another_worker_holds():
+    counts = ConnectionCounts(slots=3)
+    first, second, third = counts.claim(), counts.claim(), counts.claim()
+    assert counts.claim() is None  # every slot taken: that worker is not balanced
+    assert counts.fewest_elsewhere(None) is None
+    counts.write(first, 5)
+    counts.write(second, 2)
+    counts.write(third, 7)
+    assert counts.fewest_elsewhere(first) == 2
+    assert counts.fewest_elsewhere(second) == 5
+    counts.release(second)  # the worker exited
+    assert counts.fewest_elsewhere(first) == 7
+    counts.release(third)
+    assert counts.fewest_elsewhere(first) is None  # alone
+    assert counts.claim() == second

@@ -17,6 +17,7 @@ import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from buffered_worker import HEAD_DEADLINE_S, MAX_REQUEST_ID_CHARS
@@ -283,3 +284,28 @@ def test_a_client_that_expects_100_continue_gets_it_once_before_sending_its_body
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["tags"] == ["O", "O", "B-LOC"]
+
+
+def connections_held(server) -> list[int]:
+    """The established connections each worker holds on the server's port."""
+    return sorted(sum(1 for c in worker.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED
+                      and c.laddr.port == server.port) for worker in server.workers())
+
+
+def test_a_burst_of_kept_alive_connections_is_shared_between_the_workers(tmp_path):
+    # A kept-alive client stays on the worker that accepted it: gthread's
+    # workers left to race for a burst often gave one worker all of them.
+    with gunicorn(tmp_path / "output.log", workers=2) as server:
+        for _ in range(3):
+            clients = [http.client.HTTPConnection(HOST, server.port, timeout=CLIENT_TIMEOUT_S) for _ in range(8)]
+            for client in clients:
+                client.connect()
+            for client in clients:
+                client.request("POST", "/api", b'"I love Paris"', {"Content-Type": "application/json"})
+                assert client.getresponse().read()
+            held = connections_held(server)
+            for client in clients:
+                client.close()
+            assert sum(held) == 8
+            assert held[0] >= 3, f"connections held by each worker: {held}"
+            poll(lambda: sum(connections_held(server)) == 0, LOG_TIMEOUT_S, "the server to close the connections")
