@@ -265,6 +265,13 @@ class Recorder:
         self.data += data
 
 
+def accept_slack(fewest_elsewhere: int) -> int:
+    """How many connections more than another worker a worker may hold and
+    still accept: one, and a quarter more. Exact turns would make a burst of
+    hundreds of connections wait for each worker to wake in turn."""
+    return 1 + fewest_elsewhere // 4
+
+
 class ConnectionCounts:
     """How many connections each worker holds, in memory that the master
     shares with the workers it forks. The master gives each worker a slot
@@ -647,10 +654,10 @@ class BufferedThreadWorker(ThreadWorker):
 
     def accept(self, listener) -> None:
         """Called by the poller, in every worker, when a connection is queued. A
-        worker holding more connections than another sets the listeners aside
-        for ACCEPT_WAIT_S, for that one to accept it."""
+        worker holding more connections than another (beyond accept_slack) sets
+        the listeners aside for ACCEPT_WAIT_S, for that one to accept it."""
         fewest_elsewhere = self.connection_counts.fewest_elsewhere(self.counts_slot)
-        if fewest_elsewhere is None or self.nr_conns <= fewest_elsewhere:
+        if fewest_elsewhere is None or self.nr_conns <= fewest_elsewhere + accept_slack(fewest_elsewhere):
             super().accept(listener)
             return
         for each in self.sockets:
