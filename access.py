@@ -12,10 +12,13 @@ tokens it has tagged, each in a fixed window that starts at its first hit
 (the notation and the counting are those of `limits`, the library beneath
 Flask-Limiter). Flask-Limiter itself checks its limits before the view, at a
 cost known then; tokens are known only once the body is parsed, so both
-quotas are counted here, in one place. Counted in Redis when REDIS_URL is set
-(every worker of every dyno), else in each worker's memory. When Redis fails,
-a worker warns once, counts in its own memory, and asks Redis again every
-REDIS_RETRY_S seconds.
+quotas are counted here, together, in one Redis round trip a request when
+REDIS_URL is set (every worker of every dyno), else in each worker's memory.
+A client that a worker has seen go over its request quota is refused before
+its body is read until that window ends: the count only grows within a
+window, so this is exact, and the texts of a client over its quota are not
+tokenized to be counted. When Redis fails, a worker warns once, counts in
+its own memory, and asks Redis again every REDIS_RETRY_S seconds.
 
 The client, without keys, is the address that the last trusted proxy appended
 to X-Forwarded-For: on Heroku, its router (NER_TRUSTED_PROXIES=1). What a
@@ -32,10 +35,9 @@ import threading
 import time
 from typing import Any
 
+import redis
 from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem
-from limits.errors import StorageError
-from limits.storage import Storage, storage_from_string
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.datastructures import WWWAuthenticate
@@ -56,6 +58,22 @@ REDIS_RETRY_S = 5.0
 # Past this many clients' windows in a worker's memory, the ended ones are dropped.
 LOCAL_WINDOWS_KEPT = 10_000
 QUOTAS = ("Requests", "Tokens")
+REDIS_KEY_PREFIX = "ner-quota:"
+# Fixed windows counted as limits counts them (its incr_expire.lua), several
+# at once: KEYS[i] gets ARGV[2i] added, and a key new in its window expires
+# after ARGV[2i-1] seconds. Returns the counts, in order.
+ADD_SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+    local amount = tonumber(ARGV[2 * i])
+    local count = redis.call("incrby", key, amount)
+    if count == amount then
+        redis.call("expire", key, ARGV[2 * i - 1])
+    end
+    counts[i] = count
+end
+return counts
+"""
 # What a browser page may read of an answer (CORS), beside Retry-After.
 QUOTA_HEADERS = [f"X-RateLimit-{what}-{quota}" for quota in QUOTAS for what in ("Limit", "Remaining")]
 
@@ -87,53 +105,65 @@ class LocalWindows:
         return window[0] if window else time.time()
 
 
+# A charge to a quota: its key, its window in seconds, and the amount to add.
+Charge = tuple[str, int, int]
+
+
 class QuotaStore:
     """Quota counts: in Redis when there is one, in this worker's memory while it fails."""
 
     def __init__(self, redis_url: str):
         self.local = LocalWindows()
-        self.shared: Storage | None = None
+        self.redis: redis.Redis | None = None
         if redis_url:
-            options: dict[str, Any] = {
-                "key_prefix": "ner-quota", "wrap_exceptions": True, "socket_timeout": REDIS_TIMEOUT_S,
-                "socket_connect_timeout": REDIS_TIMEOUT_S, "retry": Retry(NoBackoff(), 1),
-            }
+            options: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
+                                       "retry": Retry(NoBackoff(), 1)}
             if redis_url.startswith("rediss://"):
                 # Heroku Key-Value Store's certificate is self-signed: the link is
                 # encrypted, but the server is not authenticated (Heroku's advice).
                 options["ssl_cert_reqs"] = "none"
-            self.shared = storage_from_string(redis_url, **options)
+            self.redis = redis.Redis.from_url(redis_url, **options)
+            self.add_script = self.redis.register_script(ADD_SCRIPT)
         self._lock = threading.Lock()
         self.counting_locally = False  # while Redis fails
         self._next_try = 0.0  # when to ask Redis again (time.monotonic())
 
-    def add(self, key: str, window_s: int, amount: int) -> int:
-        """Add `amount` to `key`'s count in its window (begun at its first add); the new count."""
-        storage = self._storage()
-        try:
-            return storage.incr(key, window_s, amount)
-        except StorageError as error:
-            self._count_locally(error)
-            return self.local.incr(key, window_s, amount)
+    def add(self, charges: list[Charge]) -> list[int]:
+        """Add each charge's amount to its key's count in its window (begun at
+        its first add), all in one round trip; the new counts."""
+        if self._redis_answers():
+            keys = [REDIS_KEY_PREFIX + key for key, _, _ in charges]
+            try:
+                return [int(count) for count in self.add_script(keys, [n for _, *window_amount in charges
+                                                                        for n in window_amount])]
+            except redis.RedisError as error:
+                self._count_locally(error)
+        return [self.local.incr(*charge) for charge in charges]
 
     def seconds_left(self, key: str) -> int:
         """Seconds until `key`'s window ends, at least 1."""
-        storage = self._storage()
-        try:
-            ends = storage.get_expiry(key)
-        except StorageError as error:
-            self._count_locally(error)
-            ends = self.local.get_expiry(key)
-        return max(1, math.ceil(ends - time.time()))
+        if self._redis_answers():
+            try:
+                return max(1, self.redis.ttl(REDIS_KEY_PREFIX + key))
+            except redis.RedisError as error:
+                self._count_locally(error)
+        return max(1, math.ceil(self.local.get_expiry(key) - time.time()))
 
-    def _storage(self) -> Storage | LocalWindows:
-        if self.shared is None:
-            return self.local
-        if self.counting_locally and self._time_to_try_redis() and self.shared.check():  # a PING
+    def _redis_answers(self) -> bool:
+        """Whether to count in Redis: there is one, and it has not failed (or answers again)."""
+        if self.redis is None:
+            return False
+        if self.counting_locally and self._time_to_try_redis() and self._pings():
             self.counting_locally = False
             metrics.QUOTA_COUNTED_LOCALLY.set(0)
             log.warning("quotas: Redis answers again; counting in Redis")
-        return self.local if self.counting_locally else self.shared
+        return not self.counting_locally
+
+    def _pings(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
 
     def _time_to_try_redis(self) -> bool:
         """Whether this thread asks Redis now: once every REDIS_RETRY_S seconds, whatever the threads."""
@@ -144,7 +174,7 @@ class QuotaStore:
             self._next_try = now + REDIS_RETRY_S
             return True
 
-    def _count_locally(self, error: StorageError) -> None:
+    def _count_locally(self, error: redis.RedisError) -> None:
         with self._lock:
             if self.counting_locally:
                 return  # one warning a failure, not one a request
@@ -152,8 +182,7 @@ class QuotaStore:
             self._next_try = time.monotonic() + REDIS_RETRY_S
         metrics.QUOTA_REDIS_FAILURES.inc()
         metrics.QUOTA_COUNTED_LOCALLY.set(1)
-        log.warning("quotas: Redis failed (%s); counting in this worker until it answers",
-                    type(error.storage_error).__name__)
+        log.warning("quotas: Redis failed (%s); counting in this worker until it answers", type(error).__name__)
 
 
 class Access:
@@ -165,15 +194,17 @@ class Access:
         self.quotas: dict[str, RateLimitItem] = {quota: item for quota, item in configured if item is not None}
         self.trusted_proxies: int = config["NER_TRUSTED_PROXIES"]
         self.store = QuotaStore(config["REDIS_URL"])
+        # Clients over their request quota, and when that window ends (time.time()).
+        self.over_request_quota: dict[str, float] = {}
 
     def check_request(self) -> None:
-        """Before a guarded route: the key (401), then the request quota (429)."""
+        """Before a guarded route: the key (401), then whether the client is
+        known to be over its request quota (429, its body unread)."""
         if request.endpoint not in GUARDED_ENDPOINTS or request.method == "OPTIONS":
             return  # a CORS preflight carries no key
         g.ner_client = self.client()
-        g.ner_remaining = {}
-        if "Requests" in self.quotas:
-            self.charge("Requests", 1)
+        if self.known_over_request_quota():
+            self.refuse("Requests")  # counted as it is answered (add_headers)
 
     def client(self) -> str:
         """The key's id with keys on (401 without a valid one); else the client's address."""
@@ -190,33 +221,53 @@ class Access:
         request.environ["ner.key_id"] = key_id  # for the access log (gunicorn.conf.py)
         return "key:" + key_id
 
-    def charge(self, quota: str, amount: int) -> None:
-        """Count `amount` against the client's `quota`; 429 when that takes it over.
+    def charge(self, tokens: int) -> str | None:
+        """Count the request, and its `tokens`, against the client's quotas, in
+        one round trip; the quota that this takes it over, or None. Once a
+        request: when app.py has counted the texts, else as it is answered.
 
-        A refused amount is given back, so that tokens refused leave the rest of
-        the quota to smaller requests (a refused request still counts as one).
+        Tokens refused are given back, so that they leave the rest of the quota
+        to smaller requests (a refused request still counts as one).
         """
+        amounts = {"Requests": 1, "Tokens": tokens}
+        keys = {quota: item.key_for(quota.lower(), g.ner_client) for quota, item in self.quotas.items()}
+        charges = [(keys[quota], item.get_expiry(), amounts[quota]) for quota, item in self.quotas.items()]
+        counts = dict(zip(self.quotas, self.store.add(charges), strict=True))
+        g.ner_remaining = {quota: max(0, item.amount - counts[quota]) for quota, item in self.quotas.items()}
+        over = next((quota for quota, item in self.quotas.items()
+                     if counts[quota] > item.amount and amounts[quota] > 0), None)
+        if over is not None and tokens and "Tokens" in self.quotas:
+            self.store.add([(keys["Tokens"], self.quotas["Tokens"].get_expiry(), -tokens)])
+            g.ner_remaining["Tokens"] = max(0, self.quotas["Tokens"].amount - counts["Tokens"] + tokens)
+        if over == "Requests" and not self.known_over_request_quota():
+            if len(self.over_request_quota) >= LOCAL_WINDOWS_KEPT:
+                now = time.time()
+                self.over_request_quota = {c: until for c, until in self.over_request_quota.items() if until > now}
+            self.over_request_quota[g.ner_client] = time.time() + self.store.seconds_left(keys["Requests"])
+        return over
+
+    def known_over_request_quota(self) -> bool:
+        return self.over_request_quota.get(g.ner_client, 0.0) > time.time()
+
+    def refuse(self, quota: str) -> None:
+        """429 for a request over `quota`, with the seconds until its window ends."""
         item = self.quotas[quota]
-        key = item.key_for(quota.lower(), g.ner_client)
-        count = self.store.add(key, item.get_expiry(), amount)
-        if count > item.amount and amount > 0:
-            if quota == "Tokens":
-                count = self.store.add(key, item.get_expiry(), -amount)
-            g.ner_remaining[quota] = max(0, item.amount - count)
-            raise TooManyRequests(f"over the {quota.lower()} quota of {item}",
-                                  retry_after=self.store.seconds_left(key))
-        g.ner_remaining[quota] = max(0, item.amount - count)
+        if quota == "Requests":
+            retry_after_s = self.over_request_quota[g.ner_client] - time.time()
+        else:
+            retry_after_s = self.store.seconds_left(item.key_for(quota.lower(), g.ner_client))
+        raise TooManyRequests(f"over the {quota.lower()} quota of {item}", retry_after=max(1, math.ceil(retry_after_s)))
 
     def add_headers(self, response: Response) -> Response:
-        """Each quota's limit and what is left of it, on every answer of a guarded route."""
-        remaining = g.get("ner_remaining")
-        if remaining is None:
+        """Each quota's limit and what is left of it, on every answer of a guarded
+        route; a request that app.py did not count (an error before) is counted here."""
+        if "ner_client" not in g:
             return response  # not guarded, or refused before a client was known (401)
-        if "Tokens" in self.quotas and "Tokens" not in remaining:
-            self.charge("Tokens", 0)  # not charged (an error before): read what is left
+        if "ner_remaining" not in g and self.quotas:
+            self.charge(0)
         for quota, item in self.quotas.items():
             response.headers[f"X-RateLimit-Limit-{quota}"] = str(item.amount)
-            response.headers[f"X-RateLimit-Remaining-{quota}"] = str(remaining[quota])
+            response.headers[f"X-RateLimit-Remaining-{quota}"] = str(g.ner_remaining[quota])
         return response
 
 
@@ -257,9 +308,11 @@ def init_app(app: Flask) -> None:
     app.after_request(access.add_headers)
 
 
-def charge_tokens(count: int) -> None:
-    """Charge the request's `count` tokens to its client's token quota: 429 over
-    it. app.py calls it once the texts are parsed, before they are tagged."""
+def charge(tokens: int) -> None:
+    """Count the request and its `tokens` against its client's quotas: 429 over
+    either. app.py calls it once the texts are tokenized, before they are tagged."""
     access: Access = current_app.extensions["ner_access"]
-    if "Tokens" in access.quotas and "ner_client" in g:
-        access.charge("Tokens", count)
+    if access.quotas and "ner_client" in g:
+        over = access.charge(tokens)
+        if over is not None:
+            access.refuse(over)

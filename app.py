@@ -196,7 +196,7 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
         documents = tokenize_within_budget(texts, app.config["NER_MAX_TOKENS"])
         request.environ["ner.tokens"] = sum(document.token_count for document in documents)
-        access.charge_tokens(request.environ["ner.tokens"])
+        access.charge(request.environ["ner.tokens"])
         pipeline = loader.wait(app.config["NER_LOAD_WAIT_S"])
         results = metrics.counted(pipeline.tag_documents(documents, min_score, turn=scheduler.turn))
         if single:

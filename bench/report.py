@@ -704,13 +704,10 @@ def verdict_on_busy_machine(measured_ok: bool, bound_ok: bool, machine: dict) ->
 
 # Issue 20's targets for keys, quotas and metrics, against the service without them.
 PUBLIC_TARGETS = {"p50_added_ms": 0.3, "rps_ratio": 0.85}
-QUOTA_ROUND_TRIPS = 2  # a request and a token quota: one Redis round trip each (bench/public_overhead.py)
-
-
 def public_parts_ms(data: dict) -> float:
     """What the parts timed alone add to a request: the key check, the metrics, the quota charges."""
     parts = data["parts_us"]
-    return (parts["key check"] + parts["metrics"] + QUOTA_ROUND_TRIPS * parts["quota charge (Redis)"]) / 1000
+    return (parts["key check"] + parts["metrics"] + parts["quota charge (Redis)"]) / 1000
 
 
 def public_table(rows: list[dict]) -> str:
@@ -765,8 +762,8 @@ blurs less.
 {public_table(data["rows"])}
 
 Each part timed alone (same run): the key check {parts['key check']:.1f} µs, the metrics a request updates
-(multiprocess mode, as under gunicorn) {parts['metrics']:.0f} µs, one quota charge (one Redis round trip; a
-request with both quotas makes {QUOTA_ROUND_TRIPS}) {parts['quota charge (Redis)']:.0f} µs in a loop but
+(multiprocess mode, as under gunicorn) {parts['metrics']:.0f} µs, the quota charge (one Redis round trip
+counts both quotas) {parts['quota charge (Redis)']:.0f} µs in a loop but
 {parts['quota charge (Redis), after a model call']:.0f} µs right after a model call.
 
 {public_targets(data)}
@@ -774,7 +771,7 @@ request with both quotas makes {QUOTA_ROUND_TRIPS}) {parts['quota charge (Redis)
 A target missed on a machine this loaded is **not shown** where the parts timed alone would meet it: the
 measured cost is then the load's as much as the service's.
 
-- **What it should cost**: {parts['key check']:.1f} + {parts['metrics']:.0f} + {QUOTA_ROUND_TRIPS} ×
+- **What it should cost**: {parts['key check']:.1f} + {parts['metrics']:.0f} +
   {parts['quota charge (Redis)']:.0f} µs ≈ {parts_ms:.2f} ms a request, {parts_share:.0%} of the {off[1]['cpu_ms_per_request']:.2f} ms
   of CPU a request of the server without them.
 - **What was measured** is more, on a machine this loaded. Each Redis round trip puts the worker to sleep

@@ -125,6 +125,39 @@ def test_a_token_quota_is_charged_the_tokens_and_a_refused_request_gives_them_ba
     assert response.status_code == 200 and response.headers["X-RateLimit-Remaining-Tokens"] == "1"
 
 
+def test_a_client_over_its_request_quota_is_refused_before_its_texts_are_tokenized(make_client):
+    client = make_client(NER_RATE_LIMIT=limits.parse("1/minute"), NER_MAX_TOKENS=10)
+    assert client.post("/api", json=TEXT).status_code == 200
+    assert client.post("/api", json=TEXT).status_code == 429  # the worker learns it is over
+    # Over the token budget: a 413 once tokenized, but the client is refused first.
+    response = client.post("/api", json=" ".join(["word"] * 11))
+    assert response.status_code == 429 and error_of(response)["code"] == "too_many_requests"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert response.headers["X-RateLimit-Remaining-Requests"] == "0"
+
+
+def commands_processed(client) -> dict[str, int]:
+    return {name: stats["calls"] for name, stats in client.info("commandstats").items()}
+
+
+def test_a_request_is_counted_against_both_quotas_in_one_redis_round_trip(make_client):
+    with redis_server() as redis:
+        client = make_client(NER_RATE_LIMIT=limits.parse("10/minute"), NER_TOKEN_RATE_LIMIT=limits.parse("100/minute"),
+                             REDIS_URL=redis.url)
+        assert client.post("/api", json=TEXT).status_code == 200  # loads the script into Redis
+        watcher = redis.client()
+        before = commands_processed(watcher)
+        response = client.post("/api", json=TEXT)
+        after = commands_processed(watcher)
+        assert {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name)} == {
+            "cmdstat_evalsha": 1,  # one call from the app...
+            "cmdstat_incrby": 2,  # ...whose script counts both quotas, inside Redis
+            "cmdstat_info": 1}  # the watcher's own INFO
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Remaining-Requests"] == "8"
+    assert response.headers["X-RateLimit-Remaining-Tokens"] == "90"
+
+
 def test_with_keys_on_each_key_has_its_own_quota(make_client):
     other_digest = hashlib.sha256(OTHER_KEY.encode()).hexdigest()
     client = make_client(NER_API_KEYS=(DIGEST, other_digest), NER_RATE_LIMIT=limits.parse("1/minute"))
@@ -180,8 +213,8 @@ def test_a_redis_that_fails_is_replaced_by_memory_with_one_warning_and_a_metric(
     store = access.QuotaStore(f"redis://127.0.0.1:{free_port()}")  # nothing listens there
     failures = REGISTRY.get_sample_value("ner_quota_redis_failures_total")
     with caplog.at_level(logging.WARNING, logger="access"):
-        counts = [store.add("client", 60, 1) for _ in range(3)]
-    assert counts == [1, 2, 3]  # counted in memory
+        counts = [store.add([("client", 60, 1)]) for _ in range(3)]
+    assert counts == [[1], [2], [3]]  # counted in memory
     assert [r.getMessage() for r in caplog.records] == [
         "quotas: Redis failed (ConnectionError); counting in this worker until it answers"]
     assert REGISTRY.get_sample_value("ner_quota_redis_failures_total") == failures + 1
@@ -192,13 +225,13 @@ def test_a_worker_counts_in_redis_again_once_it_answers(monkeypatch, caplog):
     monkeypatch.setattr(access, "REDIS_RETRY_S", 0)
     with redis_server() as redis:
         store = access.QuotaStore(redis.url)
-        assert store.add("client", 60, 1) == 1
+        assert store.add([("client", 60, 1)]) == [1]
         redis.stop()
         with caplog.at_level(logging.WARNING, logger="access"):
-            assert store.add("client", 60, 1) == 1  # a fresh count in memory
+            assert store.add([("client", 60, 1)]) == [1]  # a fresh count in memory
             redis.start()  # empty
-            assert store.add("client", 60, 1) == 1  # in Redis again
-        assert redis.client().get(store.shared.prefixed_key("client")) == b"1"
+            assert store.add([("client", 60, 1)]) == [1]  # in Redis again
+        assert redis.client().get(access.REDIS_KEY_PREFIX + "client") == b"1"
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
         "quotas: Redis failed", "quotas: Redis answers again; counting in Redis"]
     assert REGISTRY.get_sample_value("ner_quota_local_workers") == 0
@@ -212,6 +245,6 @@ def test_a_rediss_url_with_a_self_signed_certificate_is_counted_in_redis(tmp_pat
     with redis_server(tls_files=(certificate, key)) as redis:
         assert redis.url.startswith("rediss://")
         store = access.QuotaStore(redis.url)
-        assert [store.add("client", 60, 2) for _ in range(2)] == [2, 4]
+        assert [store.add([("client", 60, 2), ("other", 60, 1)]) for _ in range(2)] == [[2, 1], [4, 2]]
         assert not store.counting_locally
-        assert redis.client().get(store.shared.prefixed_key("client")) == b"4"
+        assert redis.client().get(access.REDIS_KEY_PREFIX + "client") == b"4"
