@@ -739,6 +739,12 @@ def public_targets(data: dict) -> str:
     return table(["target", "measured", "verdict"], rows)
 
 
+def span_of(shares: list[float]) -> str:
+    """"7%", or "4% to 9%"."""
+    low, high = f"{min(shares):.0%}", f"{max(shares):.0%}"
+    return low if low == high else f"{low} to {high}"
+
+
 def public_section(data: dict) -> str:
     """What API keys, quotas and metrics cost (bench/public_overhead.py)."""
     parts, parts_ms = data["parts_us"], public_parts_ms(data)
@@ -779,7 +785,7 @@ measured cost is then the load's as much as the service's.
   used the CPU for the model, then waits for its turn (the round trip right after a model call costs
   {parts['quota charge (Redis), after a model call'] / parts['quota charge (Redis)']:.1f} times one in a
   loop), and comes back to caches the others have used: the server's CPU a request (Redis's included)
-  grows {min(cpu_growth):.0%} to {max(cpu_growth):.0%}, where the parts alone would add {parts_share:.0%}.
+  grows {span_of(cpu_growth)}, where the parts alone would add {parts_share:.0%}.
   The targets should be retaken on a quiet machine with `{data['command']}` (on Heroku, Redis is not on the
   dyno, and the dyno's CPU is not shared with test runs).
 - **Without Redis** a quota charge is a dict update in the worker (`access.LocalWindows`), no round trip;
@@ -831,7 +837,11 @@ def stalled_section(data: dict) -> str:
     spread = max(max(r["req_s"] for r in rounds) / min(r["req_s"] for r in rounds)
                  for level in ordinary.values() for rounds in level["rounds"].values())
     ordinary_ok = all(level["median"]["p50_ms_added"] <= t["p50_added_ms"]
-                      and abs(level["median"]["req_s_ratio"] - 1) <= t["req_s_change"] for level in ordinary.values())
+                      and level["median"]["req_s_ratio"] >= 1 - t["req_s_change"] for level in ordinary.values())
+    # Rounds at 8 connections under 70% of the server's best: one worker took (nearly) every connection.
+    busiest = ordinary[max(ordinary, key=int)]["rounds"]
+    halved = {name: sum(r["req_s"] < 0.7 * max(x["req_s"] for x in rounds) for r in rounds)
+              for name, rounds in busiest.items()}
     return f"""### Stalled and trickling connections
 
 {run_line(info)}, {load_at_end(data)} (`bench/results/stalled_connections.json`). For
@@ -862,9 +872,13 @@ server, taking turns; both are the working tree at `{info['commit']}`, "gthread"
 
 {side_by_side(ordinary, ("baseline", "this"), ("gthread", "buffered worker"), "CPU a request")}
 
-Targets (p50 ≤ +{t['p50_added_ms']} ms, req/s within {t['req_s_change']:.0%}): {verdict(ordinary_ok)}. On a
-machine this loaded a server's req/s moved by up to {spread:.1f}x from round to round; the CPU a request, the steadier figure, is the
-worker's own cost."""
+Targets (p50 ≤ +{t['p50_added_ms']} ms, req/s no more than {t['req_s_change']:.0%} under gthread's):
+{verdict(ordinary_ok)}. A server's req/s moved by up to {spread:.1f}x from round to round. At
+{max(ordinary, key=int)} connections, {halved['baseline']} of gthread's {len(busiest['baseline'])} rounds and
+{halved['this']} of the buffered worker's ran under 70% of the server's best round: a kept-alive connection stays
+on the worker that accepted it, and gthread's workers race for new ones, so that one worker often took them all;
+the buffered worker shares them by the connections each holds (docs/security.md). The CPU a request, the
+steadier figure, is the worker's own cost."""
 
 
 def nginx_section(data: dict) -> str:
