@@ -7,10 +7,10 @@ Reads plain text (one text a line, as the column `text`), JSON Lines or
 Parquet; writes Parquet or JSON Lines: every input column, and `entities`, an
 array of structs (text, type, start, end, score) as in the API's results.
 Each Python worker loads the lean model (ONNX Runtime) once, at its first
-batch, and tags Arrow batches of --batch-size texts with mapInPandas
+batch, and tags Arrow batches of --batch-size texts with mapInArrow
 (spark_batches.py). On a
 cluster, the code and the model reach the executors with --py-files and
---archives (docs/readme-corpus.md).
+--archives (docs/corpus.md).
 """
 
 from __future__ import annotations
@@ -18,17 +18,10 @@ from __future__ import annotations
 import argparse
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import StructField, StructType
 
 from model import files
-from spark_batches import EntityTagger
-
-# array<struct<text:string,type:string,start:int,end:int,score:double>>
-ENTITIES = ArrayType(StructType([
-    StructField("text", StringType()), StructField("type", StringType()),
-    StructField("start", IntegerType()), StructField("end", IntegerType()),
-    StructField("score", DoubleType()),
-]))
+from spark_batches import ENTITIES, EntityTagger
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +51,7 @@ def with_entities(frame: DataFrame, text_column: str, model_dir: str, backend: s
     """The frame with an `entities` column (one it had is replaced), tagged by the Python workers."""
     frame = frame.drop("entities")
     schema = StructType([*frame.schema.fields, StructField("entities", ENTITIES)])
-    return frame.mapInPandas(EntityTagger(text_column, model_dir, backend, min_score), schema)
+    return frame.mapInArrow(EntityTagger(text_column, model_dir, backend, min_score), schema)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1038,7 +1038,7 @@ with at most two chunks a worker in flight, and a worker that has grown hands th
 to the system before its next chunk (`model.memory.give_back_memory`). A larger file adds only the word
 vectors' pages that its new words touch (memory-mapped, shared by the workers).
 
-Spark's Python workers hold more than tag.py's (pyspark's worker, pandas and pyarrow, an Arrow batch of
+Spark's Python workers hold more than tag.py's (pyspark's worker and pyarrow, an Arrow batch of
 texts), and its JVM the most. Its CPU time for the same texts is the JVM's reading, Arrow conversion both
 ways and Parquet writing besides the same tagging. spaCy's CPU time at `n_process=2` includes its parent
 process, which sends the texts and receives the Docs."""
