@@ -47,7 +47,8 @@ def worker_pipeline(model_dir: str, backend: str) -> Pipeline:
 class EntityTagger:
     """The mapInArrow function: each batch with an `entities` column added.
     Arrow batches, not pandas frames: the texts and the entities go between
-    Arrow and Python objects once, not through pandas (12% faster a run)."""
+    Arrow and Python objects once, not through pandas (12% faster a run;
+    pyspark still requires pandas to be installed for mapInArrow)."""
 
     def __init__(self, text_column: str, model_dir: str, backend: str, min_score: float):
         self.text_column, self.model_dir, self.backend = text_column, model_dir, backend
