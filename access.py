@@ -134,8 +134,8 @@ class QuotaStore:
         if self._redis_answers():
             keys = [REDIS_KEY_PREFIX + key for key, _, _ in charges]
             try:
-                return [int(count) for count in self.add_script(keys, [n for _, *window_amount in charges
-                                                                        for n in window_amount])]
+                arguments = [n for _, window_s, amount in charges for n in (window_s, amount)]
+                return [int(count) for count in self.add_script(keys, arguments)]
             except redis.RedisError as error:
                 self._count_locally(error)
         return [self.local.incr(*charge) for charge in charges]

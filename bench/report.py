@@ -839,7 +839,8 @@ def stalled_section(data: dict) -> str:
     ordinary_ok = all(level["median"]["p50_ms_added"] <= t["p50_added_ms"]
                       and level["median"]["req_s_ratio"] >= 1 - t["req_s_change"] for level in ordinary.values())
     # Rounds at 8 connections under 70% of the server's best: one worker took (nearly) every connection.
-    busiest = ordinary[max(ordinary, key=int)]["rounds"]
+    most_connections = max(ordinary, key=int)
+    busiest = ordinary[most_connections]["rounds"]
     halved = {name: sum(r["req_s"] < 0.7 * max(x["req_s"] for x in rounds) for r in rounds)
               for name, rounds in busiest.items()}
     return f"""### Stalled and trickling connections
@@ -874,7 +875,7 @@ server, taking turns; both are the working tree at `{info['commit']}`, "gthread"
 
 Targets (p50 ≤ +{t['p50_added_ms']} ms, req/s no more than {t['req_s_change']:.0%} under gthread's):
 {verdict(ordinary_ok)}. A server's req/s moved by up to {spread:.1f}x from round to round. At
-{max(ordinary, key=int)} connections, {halved['baseline']} of gthread's {len(busiest['baseline'])} rounds and
+{most_connections} connections, {halved['baseline']} of gthread's {len(busiest['baseline'])} rounds and
 {halved['this']} of the buffered worker's ran under 70% of the server's best round: a kept-alive connection stays
 on the worker that accepted it, and gthread's workers race for new ones, so that one worker often took them all;
 the buffered worker shares them by the connections each holds (docs/security.md). The CPU a request, the
