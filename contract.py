@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
+from model.description import ModelDescription, describe_if_readable
+
 
 class ApiError(Exception):
     """An error answered as JSON {"error": {"code", "message", **details}} with `status`."""
@@ -53,6 +55,8 @@ ERRORS = (
     ErrorCode(413, "text_too_long", "a text is over the character limit; the message names it"),
     ErrorCode(413, "too_many_texts", "more texts than the limit in one request"),
     ErrorCode(413, "too_many_tokens", "more tokens than the limit in one request (with `tokens` and `limit`)"),
+    ErrorCode(413, "over_token_quota_size", "more tokens than the client's whole token quota, so it can never "
+              "be served (with `tokens` and `limit`)"),
     ErrorCode(429, "too_many_requests", "over the client's request or token quota (with Retry-After)"),
     ErrorCode(500, "internal_error", "a bug: the body says nothing more; the trace goes to the log"),
     ErrorCode(503, "not_ready", "the model is still loading (with Retry-After)"),
@@ -82,7 +86,7 @@ MinScore = Annotated[float, Field(
 
 def request_body_type(max_text_chars: int, max_texts: int) -> TypeAdapter:
     """The POST /api body, validated and described under these limits."""
-    Text = Annotated[str, Field(max_length=max_text_chars, description="English text")]
+    Text = Annotated[str, Field(max_length=max_text_chars, description="a text to tag")]
 
     class TextRequest(BaseModel):
         """One text: the answer is one result."""
@@ -174,7 +178,7 @@ class Token(BaseModel):
 
 class Entity(BaseModel):
     text: str = Field(description="the input between the offsets, spacing as written")
-    type: str = Field(description="PER, LOC, ORG or MISC")
+    type: str = Field(description="one of the model's entity types (GET /api/model: `entity_types`)")
     start: int = Field(ge=0)
     end: int = Field(ge=0)
     score: float = Field(ge=0, le=1, description="the model's probability that exactly this span, "
@@ -229,8 +233,19 @@ class Readiness(BaseModel):
     status: Literal["ready", "loading", "failed"]
 
 
+class ModelSummary(BaseModel):
+    """The model served, from its meta.json; null where the model has not said."""
+    name: str | None
+    version: str | None
+    entity_types: list[str]
+    training_data: list[dict[str, Any]] | None
+    dev_f1: float | None
+    test_f1: float | None
+
+
 class Index(BaseModel):
     name: str
+    model: ModelSummary | None = Field(description="null when the model directory cannot be read")
     endpoints: dict[str, str]
 
 
@@ -253,8 +268,38 @@ REQUEST_EXAMPLES = {
 }
 
 
+def example_answer(model: ModelDescription | None) -> dict[str, Any] | None:
+    """PARIS, for a model that may find a LOC; none for one that cannot: its
+    entity would break the schema's list of types, and mislead."""
+    return PARIS if model is None or "LOC" in model.entity_types else None
+
+
+def describe_api(model: ModelDescription | None) -> str:
+    """What the service finds, in the words of the model's own meta.json where its directory can be read."""
+    finds = "Finds named entities in text, each with the model's probability that it is right."
+    if model is None:
+        return f"{finds} GET /api/model describes the model."
+    summary = model.summary()
+    facts = [f"The model: {summary['name'] or 'unnamed'}", f"entity types {', '.join(model.entity_types)}"]
+    if summary["training_data"]:
+        facts.append("trained on " + "; ".join(f"{data['dir']} ({', '.join(data['files'])})"
+                                               for data in summary["training_data"]))
+    if summary["test_f1"] is not None:
+        facts.append(f"test F1 {summary['test_f1']}")
+    return f"{finds} {'; '.join(facts)}."
+
+
+def entity_type_schema(model: ModelDescription) -> dict[str, Any]:
+    """An entity's `type`, as one of the model's types: a client can check it against them."""
+    return {"type": "string", "enum": model.entity_types,
+            "description": f"one of the entity types of the model: {', '.join(model.entity_types)}"}
+
+
 def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route, under the app's configuration."""
+    """The OpenAPI 3.1 document of every route, under the app's configuration,
+    for the model in its NER_MODEL_DIR as that directory describes itself:
+    the document is written before the model loads (model.description)."""
+    model = describe_if_readable(config["NER_MODEL_DIR"]) if "NER_MODEL_DIR" in config else None
     schemas: dict[str, Any] = {}
 
     def schema(type_: Any, name: str) -> dict[str, str]:
@@ -306,7 +351,7 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
                 "schema": schema(body_type, "Request"), "examples": REQUEST_EXAMPLES}}},
             "responses": {
                 "200": answer("one result for a string or `text`; `{\"results\": [...]}` for `texts`",
-                              schema(Result | Results, "Answer"), PARIS),
+                              schema(Result | Results, "Answer"), example_answer(model)),
                 **errors(400, *refusals, 413, 500, 503),
             },
             "x-max-body-bytes": max_body,
@@ -344,6 +389,8 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
                           **(errors(401) if scraper else {})},
             **({"security": [{"bearer": []}]} if scraper else {}),
         }}
+    if model is not None:  # else the Entity model's own words: a type, whichever the model has
+        schemas["Entity"]["properties"]["type"] = entity_type_schema(model)
     components: dict[str, Any] = {"schemas": schemas}
     if secured or config.get("NER_METRICS_TOKEN"):
         components["securitySchemes"] = {
@@ -355,8 +402,7 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
         "info": {
             "title": "Named-entity recognition API",
             "version": "1",
-            "description": "Finds people, locations, organisations and other names (CoNLL-2003 types PER, LOC, "
-                           "ORG, MISC) in English text, each with the model's probability that it is right.",
+            "description": describe_api(model),
         },
         "paths": paths,
         "components": components,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import filecmp
 from pathlib import Path
+from typing import Any
 
 from model import files
 from model.casing import CaseRouter
@@ -25,7 +26,7 @@ def load_tagger(directory: Path, backend: str = "onnx"):
         from model.training.artifact import TensorFlowTagger
 
         tagger = TensorFlowTagger(directory)
-        return CaseRouter(tagger, TensorFlowTagger(caseless)) if caseless.is_dir() else tagger
+        return routed(directory, tagger, TensorFlowTagger(caseless)) if caseless.is_dir() else tagger
     from model.runtime import OnnxTagger
 
     tagger = OnnxTagger(directory)
@@ -34,4 +35,13 @@ def load_tagger(directory: Path, backend: str = "onnx"):
     # Networks trained on the same data have the same vocabulary and vectors:
     # one copy serves both.
     same_words = all(filecmp.cmp(directory / name, caseless / name, shallow=False) for name in files.SHARED_FILES)
-    return CaseRouter(tagger, OnnxTagger(caseless, shares_words_with=tagger if same_words else None))
+    return routed(directory, tagger, OnnxTagger(caseless, shares_words_with=tagger if same_words else None))
+
+
+def routed(directory: Path, cased: Any, caseless: Any) -> CaseRouter:
+    """The two taggers behind a CaseRouter; ModelError unless they have the same
+    tag set, the one that the pipeline and the API describe (model.description)."""
+    if set(caseless.vocab.tags) != set(cased.vocab.tags):
+        raise files.ModelError(f"{directory / files.CASELESS / files.VOCAB}: tags {caseless.vocab.tags}, "
+                               f"not those of {directory / files.VOCAB}, {cased.vocab.tags}")
+    return CaseRouter(cased, caseless)

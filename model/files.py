@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,37 @@ def version(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+class ModelError(ValueError):
+    """A model directory that cannot be served; the message names the file and
+    what is wrong with it, on one line, for the log line that stops start-up."""
+
+
 def temperature(directory: Path) -> float:
     """What the entity scores' CRF is divided by (model.marginals.EntityScorer);
-    1, the scores as trained, without calibration.json."""
-    return float(read_json(directory, CALIBRATION).get("temperature", 1.0))
+    1, the scores as trained, without calibration.json. ModelError unless it is
+    a positive number: 0 or NaN would score every entity NaN, a negative one 0."""
+    value = read_json(directory, CALIBRATION).get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ModelError(f"{directory / CALIBRATION}: the temperature is {value!r}, not a positive number")
+    return float(value)
+
+
+def read_crf(directory: Path, num_tags: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """crf.npz's transition, start and end scores; ModelError unless they are
+    finite and of the shapes `num_tags` tags need."""
+    path = directory / CRF
+    shapes = {"transitions": (num_tags, num_tags), "start": (num_tags,), "end": (num_tags,)}
+    with np.load(path) as crf:
+        missing = sorted(set(shapes) - set(crf.files))
+        if missing:
+            raise ModelError(f"{path}: no {', '.join(missing)}")
+        arrays = {name: crf[name] for name in shapes}
+    for name, shape in shapes.items():
+        if arrays[name].shape != shape:
+            raise ModelError(f"{path}: {name} has shape {arrays[name].shape}, but {VOCAB} has {num_tags} tags")
+        if not np.isfinite(arrays[name]).all():
+            raise ModelError(f"{path}: {name} holds scores that are not finite")
+    return arrays["transitions"], arrays["start"], arrays["end"]
 
 
 def read_json(directory: Path, name: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.tags import entity_spans
+from model.tags import entity_spans, entity_types
 
 # The largest range of transition scores the forward pass takes: one step may
 # shrink a path's weight by exp(-range), and float64 ends near exp(-745).
@@ -89,7 +89,8 @@ class ForwardBackward:
         # entry by at least exp(-spread): rescale before either could leave
         # float64's range (a trained CRF's spread is tens; EntityScorer refuses
         # one over MAX_SPREAD).
-        self.rescale_every = max(1, int(600 / (np.ptp(transitions) + np.log(num_tags))))
+        # A one-tag CRF has no spread at all: 1 bounds the divisor away from 0.
+        self.rescale_every = max(1, int(600 / max(np.ptp(transitions) + np.log(num_tags), 1.0)))
 
     def __call__(self, emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """alpha and beta [batch, time, tags] and log Z [batch], in float64.
@@ -147,10 +148,15 @@ def _log1mexp(x: float) -> float:
 
 
 def span_log_probability(alpha: np.ndarray, beta: np.ndarray, log_z: float, emissions: np.ndarray,
-                         transitions: np.ndarray, length: int, first: int, stop: int, begin: int, inside: int) -> float:
+                         transitions: np.ndarray, length: int, first: int, stop: int, begin: int | None,
+                         inside: int | None) -> float:
     """log p(exactly this entity) in one sentence: tokens first..stop-1, B-X
     tag id `begin`, I-X tag id `inside`; alpha, beta [time, tags], log Z and
     the emissions as ForwardBackward gives them for the sentence.
+
+    A tag set may lack B-X or I-X (model.tags.check_tag_set), given as None:
+    without I-X an entity is one B-X token, and nothing continues it; without
+    B-X an entity opens with I-X after no X tag, as conlleval reads it.
 
     The sums over a neighbour's tags come from alpha and beta themselves: the
     paths into I-X at the first token that come from no X tag are all of
@@ -161,29 +167,38 @@ def span_log_probability(alpha: np.ndarray, beta: np.ndarray, log_z: float, emis
     Scalar Python: a request has a few entities a sentence, and each numpy
     call on so little costs more than the arithmetic.
     """
-    stay = float(transitions[inside, inside])
+    # Without I-X the entity is one token: no inner tokens, and no I-X to stay in.
+    stay = float(transitions[inside, inside]) if inside is not None else 0.0
     inner = sum(float(emissions[t, inside]) + stay for t in range(first + 1, stop))  # I-X after I-X
 
     def closing(last: int) -> float:
         """Any tag but I-X after the entity's last tag, or the sentence's end."""
         every_way = float(beta[stop - 1, last])
-        if stop == length:
+        if stop == length or inside is None:
             return every_way
         through_inside = float(transitions[last, inside] + emissions[stop, inside] + beta[stop, inside])
         return every_way + _log1mexp(through_inside - every_way)
 
-    single = stop - first == 1
-    # The entity opens with B-X ...
-    by_begin = float(alpha[first, begin]) + (0.0 if single else float(transitions[begin, inside] - stay))
-    by_begin += closing(begin if single else inside)
-    # ... or with I-X after no X tag (or at the sentence start).
-    by_inside = float(alpha[first, inside])
-    if first > 0:
-        from_x = _logaddexp(float(alpha[first - 1, begin] + transitions[begin, inside]),
-                            float(alpha[first - 1, inside]) + stay)
-        by_inside += _log1mexp(from_x + float(emissions[first, inside]) - float(alpha[first, inside]))
-    by_inside += closing(inside)
-    return _logaddexp(by_begin, by_inside) + inner - log_z
+    def opened_by_begin() -> float:
+        """The entity opens with B-X."""
+        if begin is None:
+            return -math.inf
+        single = stop - first == 1
+        by_begin = float(alpha[first, begin]) + (0.0 if single else float(transitions[begin, inside] - stay))
+        return by_begin + closing(begin if single else inside)
+
+    def opened_by_inside() -> float:
+        """The entity opens with I-X after no X tag (or at the sentence start)."""
+        if inside is None:
+            return -math.inf
+        by_inside = float(alpha[first, inside])
+        if first > 0:
+            from_begin = -math.inf if begin is None else float(alpha[first - 1, begin] + transitions[begin, inside])
+            from_x = _logaddexp(from_begin, float(alpha[first - 1, inside]) + stay)
+            by_inside += _log1mexp(from_x + float(emissions[first, inside]) - float(alpha[first, inside]))
+        return by_inside + closing(inside)
+
+    return _logaddexp(opened_by_begin(), opened_by_inside()) + inner - log_z
 
 
 class EntityScorer:
@@ -199,9 +214,8 @@ class EntityScorer:
         self.crf = tuple(np.asarray(a, np.float64) / temperature for a in (transitions, start, end))
         self.forward_backward = ForwardBackward(*self.crf)
         index = {tag: i for i, tag in enumerate(tags)}
-        # Types with both tags; a toy model's tag set may lack one (its entities get no score).
-        self.tag_ids = {tag[2:]: (index[tag], index["I-" + tag[2:]])
-                        for tag in tags if tag.startswith("B-") and "I-" + tag[2:] in index}
+        # Each type's B- and I- tag ids; None for one its tag set lacks (span_log_probability).
+        self.tag_ids = {kind: (index.get("B-" + kind), index.get("I-" + kind)) for kind in entity_types(tags)}
 
     def score(self, emissions: np.ndarray, lengths: np.ndarray, paths: list[list[int]],
               forward_backward: ForwardBackwardFunction | None = None) -> list[np.ndarray]:
@@ -211,7 +225,7 @@ class EntityScorer:
         (the TensorFlow backend's); by default, numpy's."""
         scores = [np.full(length, np.nan) for length in lengths]
         spans = [(b, span) for b, path in enumerate(paths)
-                 for span in entity_spans([self.tags[t] for t in path]) if span.type in self.tag_ids]
+                 for span in entity_spans([self.tags[t] for t in path])]
         if spans:
             emissions = np.asarray(emissions, np.float64) / self.temperature
             alpha, beta, log_z = (forward_backward or self.forward_backward)(emissions, lengths)

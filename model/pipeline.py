@@ -22,6 +22,7 @@ from typing import Any
 
 from model import files
 from model.backends import load_tagger
+from model.description import ModelDescription, describe
 from model.marginals import ScoredTags
 from model.memory import give_back_memory_if_grown, resident_bytes
 from model.tags import entity_spans
@@ -42,6 +43,11 @@ SLICE_TOKENS = 4096
 # growing, slice after slice, to about twice this (BENCHMARKS.md, "What one
 # request may cost").
 SLICE_GROWTH_BYTES = 64 * 2**20
+
+# One sentence for each tagger a model may have (model.casing routes a
+# sentence by its case): written as news is, for the cased one, and in lower
+# case, for the caseless one where the directory has one.
+WARM_UP_TEXTS = ["Angela Merkel visited Washington.", "angela merkel visited washington."]
 
 # Given the tokens a request has left to tag, a context in which one slice is
 # tagged: app.py passes one that waits for the request's turn.
@@ -85,6 +91,12 @@ class Pipeline:
     def __init__(self, tagger: Any, info: dict[str, Any]):
         self.tagger = tagger
         self.info = info
+
+    def warm_up(self) -> None:
+        """Tag a sentence with each tagger of the model: the first prediction
+        pays for lazy initialisation, and a tagger that cannot tag fails here,
+        at start-up, not in a request."""
+        self.tag(WARM_UP_TEXTS)
 
     def tag(self, texts: list[str], min_score: float = 0.0) -> list[dict[str, Any]]:
         """One result a text (annotate()), without the entities scored below min_score."""
@@ -157,7 +169,7 @@ def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], 
         for span in entity_spans(sentence_tagged.tags):
             score = float(sentence_tagged.scores[span.start])
             if math.isnan(score):
-                # Only a model whose tag set lacks this type's I- tag cannot score it.
+                # The scorer scores every entity of any IOB2 tag set (model.marginals): a bug.
                 raise ValueError(f"no score for the {span.type} entity at token {span.start}")
             score = round(score, SCORE_DIGITS)
             if score >= min_score:
@@ -173,20 +185,24 @@ def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], 
     }
 
 
-def model_info(directory: Path, backend: str, tags: list[str]) -> dict[str, Any]:
+def model_info(description: ModelDescription, directory: Path, backend: str) -> dict[str, Any]:
     """What the export wrote in meta.json (name, version, members, scores,
     training data, hyperparameters), and how this service runs the model."""
     return {
-        **files.read_json(directory, files.META),
+        **description.meta,
         "directory": directory.name,
         "backend": backend,
-        "tags": tags,
-        "entity_types": sorted({tag[2:] for tag in tags if tag != "O"}),
+        "tags": list(description.tags),
+        "entity_types": description.entity_types,
     }
 
 
 def load_pipeline(model_dir: str | Path, backend: str = "onnx") -> Pipeline:
-    """The pipeline of the model in `model_dir`, run by `backend` (model.backends)."""
+    """The pipeline of the model in `model_dir`, run by `backend` (model.backends).
+    ModelError (model.files), naming the file, for a directory it cannot serve."""
     directory = Path(model_dir)
+    description = describe(directory)  # as the API described it before the model loaded
     tagger = load_tagger(directory, backend)
-    return Pipeline(tagger, model_info(directory, backend, list(tagger.vocab.tags)))
+    if list(tagger.vocab.tags) != list(description.tags):
+        raise files.ModelError(f"{directory / files.VOCAB}: the tags changed since the service read them")
+    return Pipeline(tagger, model_info(description, directory, backend))

@@ -56,10 +56,12 @@ class OnnxTagger:
             self.vocab = Vocab.load(directory / files.VOCAB)
             # Memory-mapped: forked workers share the pages instead of copying them.
             self.word_vectors = np.load(directory / files.WORD_VECTORS, mmap_mode="r")
-        with np.load(directory / files.CRF) as crf:
-            self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
-        self.scorer = EntityScorer(self.vocab.tags, self.transitions, self.start, self.end,
-                                   files.temperature(directory))
+        self.transitions, self.start, self.end = files.read_crf(directory, len(self.vocab.tags))
+        temperature = files.temperature(directory)
+        try:
+            self.scorer = EntityScorer(self.vocab.tags, self.transitions, self.start, self.end, temperature)
+        except ValueError as error:  # a CRF the scores cannot be taken under
+            raise files.ModelError(f"{directory / files.CRF}: {error}") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -70,6 +72,15 @@ class OnnxTagger:
         self.session = ort.InferenceSession(
             str(directory / files.ONNX), options, providers=["CPUExecutionProvider"]
         )
+        self._check_emission_width(directory)
+
+    def _check_emission_width(self, directory: Path) -> None:
+        """ModelError unless the network scores each word for every tag of the
+        vocabulary (a width the export left open fails the warm-up instead)."""
+        width = self.session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self.vocab.tags):
+            raise files.ModelError(f"{directory / files.ONNX}: the network scores {width} tags a word, "
+                                   f"but {files.VOCAB} has {len(self.vocab.tags)}")
 
     def emissions(self, sentences: list[list[str]]) -> np.ndarray:
         """Emission scores [batch, words, tags] of one padded batch."""

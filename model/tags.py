@@ -6,6 +6,7 @@ Pure Python: serving uses `entity_spans` to turn tags into entities.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -14,6 +15,26 @@ class Span:
     type: str
     start: int  # first token
     end: int  # one past the last token
+
+
+def entity_types(tags: Iterable[str]) -> list[str]:
+    """The entity types of an IOB2 tag set, sorted: a type counts with a B- tag, an I- tag or both."""
+    return sorted({tag[2:] for tag in tags if tag != "O"})
+
+
+def check_tag_set(tags: Sequence[str]) -> None:
+    """ValueError, saying why, unless `tags` is an IOB2 tag set as training
+    accepts one (model.training.data.read_conll): O, B-TYPE and I-TYPE tags,
+    each once, in any order, at least one of them an entity tag. A type may
+    lack its B- tag or its I- tag (a training set whose every LOC is one word
+    has no I-LOC): its entities are read as conlleval reads them (entity_spans)."""
+    if not all(isinstance(tag, str) and (tag == "O" or (tag[:2] in ("B-", "I-") and len(tag) > 2)) for tag in tags):
+        raise ValueError(f"tags {list(tags)} are not all IOB2 (O, B-TYPE or I-TYPE)")
+    repeated = sorted(tag for tag, count in Counter(tags).items() if count > 1)
+    if repeated:
+        raise ValueError(f"tags {repeated} appear more than once")
+    if not entity_types(tags):
+        raise ValueError("no entity tag (B-TYPE or I-TYPE): the model would find nothing")
 
 
 def entity_spans(tags: list[str]) -> list[Span]:

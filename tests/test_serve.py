@@ -3,6 +3,7 @@ tokenization, alignment, entity offsets, batching, and the real model."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -151,6 +152,7 @@ class RecordingTagger:
 def test_all_sentences_of_all_texts_go_to_the_tagger_in_one_call(monkeypatch, tmp_path):
     tagger = RecordingTagger()
     monkeypatch.setattr(pipeline, "load_tagger", lambda directory, backend: tagger)
+    (tmp_path / "vocab.json").write_text(json.dumps({"words": [], "chars": [], "tags": tagger.vocab.tags}))
     model_api = serve.get_model_api(tmp_path, "onnx")
     results = model_api(["One. Two three.", "", "Four"])
     assert tagger.calls == [[["One", "."], ["Two", "three", "."], ["Four"]]]
@@ -160,9 +162,9 @@ def test_all_sentences_of_all_texts_go_to_the_tagger_in_one_call(monkeypatch, tm
                               "entity_types": ["LOC"]}
 
 
-def test_an_unknown_backend_is_refused(tmp_path):
+def test_an_unknown_backend_is_refused(model_dir):
     with pytest.raises(ValueError, match="pytorch"):
-        serve.get_model_api(tmp_path, "pytorch")
+        serve.get_model_api(model_dir, "pytorch")
 
 
 def test_the_model_finds_obvious_entities(model_api):
