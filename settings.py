@@ -23,6 +23,8 @@ from model import files
 from model.backends import BACKENDS
 
 ROOT = files.REPOSITORY
+# Heroku sets it in every dyno (web.1, run.4821...); nothing else does.
+HEROKU_MARK = "DYNO"
 
 
 class ConfigError(ValueError):
@@ -37,6 +39,15 @@ class Variable:
     description: str
     parse: Callable[[str], Any]  # raises ValueError on a value it does not accept
     secret: bool = False  # never echoed in an error message (it goes to the log)
+    # The default where DYNO is unset (outside Heroku), if not `default`; app.json
+    # and the README's table give `default`, Heroku's.
+    default_outside_heroku: str | None = None
+
+    def default_in(self, environ: Mapping[str, str]) -> str:
+        """The default in `environ`: Heroku's where it sets DYNO (in every dyno), else the one outside."""
+        if self.default_outside_heroku is None or HEROKU_MARK in environ:
+            return self.default
+        return self.default_outside_heroku
 
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -153,13 +164,16 @@ VARIABLES = (
     Variable("NER_RATE_LIMIT", "", "a quota such as 600/minute, or nothing",
              "requests a client may send to POST /api, such as 600/minute; empty is no quota", quota),
     Variable("NER_TOKEN_RATE_LIMIT", "", "a quota such as 200000/minute, or nothing",
-             "tokens a client may have tagged, such as 200000/minute; empty is no quota", quota),
+             "tokens a client may send, such as 200000/minute: a request is charged its tokens (a token per "
+             "10 characters at least), refused or not; empty is no quota", quota),
     Variable("REDIS_URL", "", "a redis:// or rediss:// URL, or nothing",
              "Redis that every worker and dyno count quotas in (Heroku Key-Value Store sets it); "
              "empty counts them in each worker", redis_url, secret=True),
+    # Outside Heroku a client may connect straight to gunicorn and write
+    # X-Forwarded-For itself: trusting it there would let it pick its address.
     Variable("NER_TRUSTED_PROXIES", "1", "a whole number of 0 or more",
-             "proxies that append to X-Forwarded-For before the app (Heroku's router: 1); "
-             "0 takes the connection's address", whole_number(0)),
+             "proxies that append to X-Forwarded-For before the app: 1 (Heroku's router) where DYNO is set, "
+             "else 0, the connection's address", whole_number(0), default_outside_heroku="0"),
     Variable("NER_METRICS", "on", "on or off",
              "GET /metrics in Prometheus format, summed over the workers", one_of(("on", "off"))),
     Variable("NER_METRICS_TOKEN", "", "any text",
@@ -171,7 +185,7 @@ def load(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Every variable's value, parsed; ConfigError names the first bad one."""
     values = {}
     for variable in VARIABLES:
-        text = environ.get(variable.name, variable.default)
+        text = environ.get(variable.name, variable.default_in(environ))
         try:
             values[variable.name] = variable.parse(text)
         except ValueError:
@@ -187,5 +201,5 @@ def current() -> dict[str, Any]:
 
 
 def defaults() -> dict[str, Any]:
-    """Every variable's default value, parsed."""
+    """Every variable's default value outside Heroku, parsed."""
     return load({})

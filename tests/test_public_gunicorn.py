@@ -43,7 +43,9 @@ def redis() -> Iterator[Redis]:
 @pytest.fixture(scope="module")
 def quota_server(redis, tmp_path_factory) -> Iterator[Gunicorn]:
     log = tmp_path_factory.mktemp("quota") / "gunicorn.log"
-    with gunicorn(log, workers=WORKERS, REDIS_URL=redis.url, NER_RATE_LIMIT=f"{QUOTA}/minute") as server:
+    # Its clients are told apart by X-Forwarded-For, as behind Heroku's router.
+    with gunicorn(log, workers=WORKERS, REDIS_URL=redis.url, NER_RATE_LIMIT=f"{QUOTA}/minute",
+                  NER_TRUSTED_PROXIES="1") as server:
         yield server
 
 

@@ -131,3 +131,11 @@ def test_the_bind_falls_back_to_ipv4_on_a_machine_without_ipv6(monkeypatch, tmp_
     monkeypatch.setattr(socket, "socket", real_socket)
     expected = "[::]:5123" if ipv6_available() else "0.0.0.0:5123"
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == expected
+
+
+def test_x_forwarded_for_is_trusted_by_default_on_heroku_only():
+    # Outside Heroku a client may connect straight to gunicorn and write X-Forwarded-For itself.
+    assert settings.load({})["NER_TRUSTED_PROXIES"] == 0
+    assert settings.load({"DYNO": "web.1"})["NER_TRUSTED_PROXIES"] == 1
+    assert settings.load({"NER_TRUSTED_PROXIES": "2"})["NER_TRUSTED_PROXIES"] == 2
+    assert settings.load({"DYNO": "web.1", "NER_TRUSTED_PROXIES": "0"})["NER_TRUSTED_PROXIES"] == 0
