@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from flask import Flask, Response, after_this_request, jsonify, request
@@ -25,14 +27,18 @@ import contract
 import metrics
 import settings
 from contract import ApiError
+from model.description import describe_if_readable
+from model.files import ModelError
 from model.memory import give_back_memory_if_grown, resident_bytes
 from model.pipeline import Document, Pipeline, TooManyTokens, load_pipeline, read_documents
 from pages import register_pages
-from scheduler import ShortestWorkFirst
+from scheduler import Abandoned, ShortestWorkFirst
 
 log = logging.getLogger(__name__)
 
-WARM_UP_TEXT = "Angela Merkel visited Washington."
+# Heroku's router answers 503 itself (H12) to a request not answered within
+# this: tagging it after that is work for no one.
+ROUTER_TIMEOUT_S = 30
 # A body this small (a few hundred tokens at most) cannot grow a worker enough
 # to hand memory back after it (give_back_memory_after_a_large_request).
 SMALL_BODY_BYTES = 4096
@@ -78,18 +84,26 @@ class ModelLoader:
     def _run(self) -> None:
         try:
             pipeline = self._load()
-            pipeline.tag([WARM_UP_TEXT])  # the first prediction pays for lazy initialisation
+            pipeline.warm_up()  # every sub-model, so that none fails first in a request
+        except (ModelError, FileNotFoundError) as error:
+            # A model directory the service cannot use: one line that names the
+            # file and what is wrong with it says more than a traceback.
+            log.error("the model failed to load: %s", error)
+            self._fail(error)
         except Exception as error:
             log.exception("the model failed to load")
-            self.failure = f"the model failed to load: {type(error).__name__}"
-            self._done.set()
-            if self._on_failure is not None:
-                self._on_failure()
+            self._fail(error)
         else:
             self.pipeline = pipeline
             # A model exported before meta.json existed has no version to report.
             log.info("model ready: %s", pipeline.info.get("version", "(no meta.json)"))
             self._done.set()
+
+    def _fail(self, error: Exception) -> None:
+        self.failure = f"the model failed to load: {type(error).__name__}"
+        self._done.set()
+        if self._on_failure is not None:
+            self._on_failure()
 
     @property
     def failed(self) -> bool:
@@ -119,7 +133,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     origins = app.config["NER_CORS_ORIGINS"]  # settings.cors_origins
     CORS(app, resources={r"/api*": {"origins": list(origins) if origins != "*" else "*"}}, methods=["GET", "POST"],
-         allow_headers=["Content-Type", "Authorization", "X-API-Key"], expose_headers=access.QUOTA_HEADERS)
+         allow_headers=["Content-Type", "Authorization", "X-API-Key"], expose_headers=access.EXPOSED_HEADERS)
 
     Compress(app)
     loader = ModelLoader(lambda: load_pipeline(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
@@ -154,8 +168,11 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
 
     @app.get("/")
     def index() -> Response:
+        # The reading of the model directory that the loader shares (model.description): no wait for the model.
+        model = describe_if_readable(app.config["NER_MODEL_DIR"])
         return jsonify(
             name="Named-entity recognition API",
+            model=model.summary() if model else None,
             endpoints={
                 "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}; optional "min_score"',
                 "GET /api/model": "the model: version, tags, held-out F1",
@@ -196,12 +213,32 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
         documents = tokenize_within_budget(texts, app.config["NER_MAX_TOKENS"])
         request.environ["ner.tokens"] = sum(document.token_count for document in documents)
-        access.charge(request.environ["ner.tokens"])
+        access.charge(request.environ["ner.tokens"], request.environ["ner.text_chars"])
         pipeline = loader.wait(app.config["NER_LOAD_WAIT_S"])
-        results = metrics.counted(pipeline.tag_documents(documents, min_score, turn=scheduler.turn))
+        turn = partial(scheduler.turn, abandoned=abandonment_check(request.environ))
+        results = metrics.counted(pipeline.tag_documents(documents, min_score, turn=turn))
         if single:
             return jsonify(next(results))
-        return app.response_class(json_results(app, results), mimetype="application/json")
+        return app.response_class(json_results(app, results, request.environ), mimetype="application/json")
+
+
+def abandonment_check(environ: dict[str, Any]) -> Callable[[], str | None]:
+    """Why a request is no longer worth tagging, asked at each of its turns
+    (scheduler.py): its client has left, or the router has given up on it.
+    Under buffered_worker.py its socket knows when the request came in and
+    whether the client is still there; elsewhere only the time is known."""
+    sock = environ.get("gunicorn.socket")
+    received_at = getattr(sock, "received_at", time.monotonic())
+    client_left = getattr(sock, "client_left", lambda: False)
+
+    def why() -> str | None:
+        if client_left():
+            return "its client left"
+        waited_s = time.monotonic() - received_at
+        return f"it waited {waited_s:.1f} s, past the router's {ROUTER_TIMEOUT_S} s" \
+            if waited_s > ROUTER_TIMEOUT_S else None
+
+    return why
 
 
 def give_back_memory_after_a_large_request() -> None:
@@ -218,22 +255,43 @@ def give_back_memory_after_a_large_request() -> None:
         return response
 
 
-def json_results(app: Flask, results: Iterator[dict[str, Any]]) -> Iterator[str]:
+def json_results(app: Flask, results: Iterator[dict[str, Any]], environ: dict[str, Any]) -> Iterator[str]:
     """{"results": [...]}, sent a text's result at a time: a worker holds one
     text's result, as objects and as JSON, not a whole request's (up to 100,000
-    tokens of results, some 40 MB of objects)."""
+    tokens of results, some 40 MB of objects).
+
+    A failure after the first byte comes too late to change the status, 200,
+    sent already: it is logged, marked in the environ so that the metrics and
+    the access log count a 500 (metrics.ANSWER_FAILED), and raised on, so that
+    the server cuts the answer short and no client takes it for whole."""
     yield '{"results":['
-    for i, result in enumerate(results):
-        yield ("," if i else "") + app.json.dumps(result, separators=(",", ":"))  # compact, as jsonify
+    sent = 0
+    try:
+        for result in results:
+            yield ("," if sent else "") + app.json.dumps(result, separators=(",", ":"))  # compact, as jsonify
+            sent += 1
+    except Exception as error:
+        environ[metrics.ANSWER_FAILED] = True
+        # One line: the server logs the traceback as it cuts the answer.
+        log.error("a many-text answer failed, its 200 and %d results sent: %s: %s", sent,
+                  type(error).__name__, error)
+        raise
     yield "]}\n"
 
 
 def tokenize_within_budget(texts: list[str], max_tokens: int) -> list[Document]:
     """The texts tokenized; 413 as soon as they pass the request's token budget,
-    before any model call (a token costs the model ~7 times what it costs the tokenizer)."""
+    before any model call (a token costs the model ~7 times what it costs the
+    tokenizer), or the client's whole token quota (over_token_quota_size). The
+    tokens of a 413 are charged too, so that the quota bounds tokenizing."""
+    chars = sum(len(text) for text in texts)
+    budget = access.token_budget(max_tokens, chars)
     try:
-        return read_documents(texts, max_tokens)
+        return read_documents(texts, budget)
     except TooManyTokens as error:
+        access.charge_refused(error.counted, chars)
+        if budget < max_tokens:  # the whole token quota stopped the count
+            access.refuse_over_token_quota_size(error.counted)
         raise ApiError(
             413, "too_many_tokens",
             f"the request has over {error.limit} tokens ({error.counted} counted before stopping); "
@@ -307,6 +365,12 @@ def register_error_handlers(app: Flask) -> None:
         response.data = json.dumps({"error": {"code": code, "message": message}})
         response.content_type = "application/json"
         return response
+
+    @app.errorhandler(Abandoned)
+    def abandoned(error: Abandoned) -> tuple[Response, int]:
+        # Logged, not computed: the worker's socket drops the answer if the client has gone.
+        log.warning("dropped %s %s before tagging it all: %s", request.method, request.path, error)
+        return error_response(503, "abandoned", f"the request was dropped: {error}")
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> tuple[Response, int]:

@@ -17,6 +17,16 @@ the threads for the app only:
   client (within the same deadline): memory stays bounded.
 - Each worker holds at most MAX_BUFFERED_BYTES of unfinished requests (503
   beyond) and worker_connections connections.
+- Admission: each worker takes on at most ADMITTED_WORK_TOKENS of tagging at
+  once, each request's work bounded from its body's length before the app
+  reads it (WorkAdmission). A heavier request that would pass it is answered
+  503 with Retry-After, at once, so that what a worker accepts it answers
+  well within Heroku's 30 s router timeout, and a burst of heavy bodies never
+  holds more than a few tokenized at once. A small request is always taken:
+  the app tags it first (scheduler.py). So is every request while the worker
+  keeps MAX_KEPT_BYTES of unsent answers, but a heavy one (503).
+- A head with a bare LF line ending is answered 400 at once (gunicorn's
+  parser would wait for a CRLF blank line that never comes).
 - On SIGTERM the worker takes the connections the kernel has queued, then
   closes the listening socket, so that new connections are refused at once;
   requests in flight are answered within graceful_timeout, and any request left
@@ -37,6 +47,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import math
 import multiprocessing
 import re
 import selectors
@@ -90,16 +101,31 @@ SHUTDOWN_LOG_MARGIN_S = 2
 ACCEPT_WAIT_S = 0.02
 # The workers whose connections are counted (more are not balanced).
 COUNTED_WORKERS = 64
+# Admission (WorkAdmission). The tokens of tagging a worker takes on at once:
+# three of the largest requests (NER_MAX_TOKENS, 100,000), which take 6.5 s
+# each at the slowest rate measured on one core (issue 29): under 20 s for the
+# last one admitted.
+ADMITTED_WORK_TOKENS = 300_000
+# A request whose work is bounded by this many tokens is always admitted.
+SMALL_WORK_TOKENS = 2048
+# A token takes two bytes of body at least: a character and a separator.
+BODY_BYTES_PER_TOKEN = 2
+# The slowest tagging rate measured on one core, for Retry-After.
+SLOWEST_TOKENS_PER_S = 15_000
 # How far a chunked body is (scan_chunks).
 MORE, COMPLETE, TOO_LARGE = "more", "complete", "too large"
 
 
-def json_error(status: int, reason: str, code: str, message: str, allow_any_origin: bool) -> bytes:
+def json_error(status: int, reason: str, code: str, message: str, allow_any_origin: bool,
+               retry_after_s: int | None = None) -> bytes:
     """A complete HTTP/1.1 answer {"error": {"code", "message"}} that closes the connection."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     cors = "Access-Control-Allow-Origin: *\r\n" if allow_any_origin else ""
+    retry = f"Retry-After: {retry_after_s}\r\n" if retry_after_s is not None else ""
+    if retry and allow_any_origin:  # a page on another origin may read it
+        cors += "Access-Control-Expose-Headers: Retry-After\r\n"
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n{cors}"
-            f"Content-Length: {len(body)}\r\n\r\n")
+            f"{retry}Content-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
 
 
@@ -132,9 +158,10 @@ class Outgoing:
 
 @dataclass
 class InApp:
-    """A request the app is answering, for the shutdown log."""
+    """A request the app is answering: for the shutdown log, and its admitted work."""
 
     line: str
+    work: int
     started: float = field(default_factory=time.monotonic)
 
 
@@ -170,6 +197,8 @@ def body_framing(head: bytes) -> Framing | None:
     return Framing(int(lengths[0]), expects_continue)
 
 
+# A line feed that no carriage return precedes, in a head not yet complete.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _REQUEST_ID = re.compile(rb"\r\nx-request-id:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
 
@@ -195,6 +224,22 @@ class ThreadSocket:
         self.request = request  # for the log: the request and the client
         self.sent = 0  # bytes the thread sent itself
         self.kept: list[bytes] = []  # for the event loop, in order
+        self.received_at = time.monotonic()  # the request, whole (app.abandonment_check)
+
+    def client_left(self) -> bool:
+        """Whether the client has closed or reset the connection while its
+        request waits: the end of what it sent is there to read. (A client
+        that half-closes after its request, which HTTP clients do not, reads as gone.)"""
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(timeout)
 
     def sendall(self, data) -> None:
         if not self.kept:
@@ -307,11 +352,52 @@ class ConnectionCounts:
                    default=None)
 
 
+def count_refusal(status: int, code: str) -> None:
+    """A refusal made here, without the app, counted as the app counts its own (GET /metrics)."""
+    # Imported here: gunicorn.conf.py imports this module before it points
+    # prometheus_client's multiprocess mode at its directory.
+    import metrics
+
+    metrics.REFUSED.labels(status, code).inc()
+
+
+def request_work(body_bytes: int, max_tokens: int) -> int:
+    """An upper bound on the tokens that a request with this body makes the app
+    tag: what its bytes can hold, and never more than the app accepts."""
+    return min(body_bytes // BODY_BYTES_PER_TOKEN + 1, max_tokens)
+
+
+class WorkAdmission:
+    """The work that a worker's app holds (requests handed to a thread and not
+    finished), in tokens. A small request is always admitted; a heavier one
+    while it fits in `limit` (whatever it is when the worker holds none), and
+    never while the worker's answers wait on their clients (MAX_KEPT_BYTES):
+    a heavy request's answer would wait too, holding a thread."""
+
+    def __init__(self, limit: int = ADMITTED_WORK_TOKENS):
+        self.limit = limit
+        self.held = 0
+
+    def fits(self, work: int, answers_backlogged: bool = False) -> bool:
+        return work <= SMALL_WORK_TOKENS or not (answers_backlogged or (self.held and self.held + work > self.limit))
+
+    def take(self, work: int) -> None:
+        self.held += work
+
+    def release(self, work: int) -> None:
+        self.held -= work
+
+    def retry_after_s(self) -> int:
+        """Seconds until the work held now is done, at the slowest rate measured."""
+        return max(1, math.ceil(self.held / SLOWEST_TOKENS_PER_S))
+
+
 class BufferedThreadWorker(ThreadWorker):
     """gthread's worker with requests and answers buffered on the event loop (module docstring)."""
 
     allow_any_origin = True  # gunicorn.conf.py: whether NER_CORS_ORIGINS is *
     max_body_bytes = 1024 * 1024  # gunicorn.conf.py: NER_MAX_BODY_BYTES
+    max_request_tokens = 100_000  # gunicorn.conf.py: NER_MAX_TOKENS
     connection_counts: ConnectionCounts | None = None  # made in the master, before the first fork
 
     def __init__(self, *args, **kwargs):
@@ -323,6 +409,7 @@ class BufferedThreadWorker(ThreadWorker):
         self.incoming: dict = {}  # TConn -> Incoming
         self.outgoing: dict = {}  # TConn -> Outgoing
         self.in_app: dict = {}  # TConn -> InApp
+        self.admission = WorkAdmission()
         self.lingering: dict = {}  # socket -> when to close it
         self.buffered_bytes = 0  # of the requests in self.incoming
         self.kept_bytes = 0  # of answers kept for the event loop (ThreadSocket)
@@ -378,6 +465,10 @@ class BufferedThreadWorker(ThreadWorker):
         if incoming.head_length is None:
             end = incoming.data.find(b"\r\n\r\n")
             if end < 0:
+                if _BARE_LF.search(incoming.data):
+                    self.refuse(conn, 400, "Bad Request", "bare_lf",
+                                "the request head's lines must end with CRLF, not a bare LF")
+                    return True
                 if len(incoming.data) > MAX_HEAD_BYTES:
                     self.refuse(conn, 431, "Request Header Fields Too Large", "request_header_fields_too_large",
                                 f"the request head is over {MAX_HEAD_BYTES} bytes")
@@ -388,6 +479,9 @@ class BufferedThreadWorker(ThreadWorker):
         if incoming.body_length is not None:
             if incoming.body_length > self.max_body_bytes:
                 self.refuse(conn, 413, "Request Entity Too Large", "body_too_large", self.too_large_message())
+                return True
+            # Refused from its head, a heavy body is never read, let alone tokenized.
+            if not self.admits(conn, request_work(incoming.body_length, self.max_request_tokens)):
                 return True
             if len(incoming.data) - incoming.head_length < incoming.body_length:
                 self.send_continue(conn, incoming)
@@ -453,9 +547,16 @@ class BufferedThreadWorker(ThreadWorker):
                 pass  # the body read fails or times out, and says so
 
     def hand_over(self, conn) -> bool:
-        """The whole request to a thread, which parses it from memory."""
-        incoming = self.forget_incoming(conn)
-        self.in_app[conn] = InApp(describe(incoming.data))
+        """The whole request to a thread, which parses it from memory; or 503
+        if it is heavy and the worker cannot take it on now (module docstring)."""
+        incoming = self.incoming[conn]
+        work = request_work(len(incoming.data) - (incoming.head_length or len(incoming.data)),
+                            self.max_request_tokens)
+        if not self.admits(conn, work):
+            return True
+        self.admission.take(work)
+        self.forget_incoming(conn)
+        self.in_app[conn] = InApp(describe(incoming.data), work)
         conn.sock = ThreadSocket(conn.sock, self, f"{self.in_app[conn].line} to {self.client_address(conn)}")
         conn.parser = RequestParser(self.cfg, conn.sock, conn.client)
         conn.parser.unreader.unread(bytes(incoming.data))
@@ -463,15 +564,26 @@ class BufferedThreadWorker(ThreadWorker):
         super().enqueue_req(conn)
         return True
 
+    def admits(self, conn, work: int) -> bool:
+        """Whether the worker can take on `work` now; else the connection is answered 503."""
+        if self.admission.fits(work, answers_backlogged=self.kept_bytes >= MAX_KEPT_BYTES):
+            return True
+        self.refuse(conn, 503, "Service Unavailable", "busy",
+                    "the server has as much work as it can answer in time; retry after the seconds "
+                    "that Retry-After gives", retry_after_s=self.admission.retry_after_s())
+        return False
+
     def too_large_message(self) -> str:
         # The app's own message for the same error (app.register_error_handlers).
         return f"the request body is over {self.max_body_bytes} bytes"
 
-    def refuse(self, conn, status: int, reason: str, code: str, message: str) -> None:
+    def refuse(self, conn, status: int, reason: str, code: str, message: str,
+               retry_after_s: int | None = None) -> None:
         """Answer an error here, without the app, and close."""
         self.log.warning("refused a request from %s: %s %s", self.client_address(conn), status, message)
+        count_refusal(status, code)
         try:
-            conn.sock.send(json_error(status, reason, code, message, self.allow_any_origin))
+            conn.sock.send(json_error(status, reason, code, message, self.allow_any_origin, retry_after_s))
         except OSError:
             pass
         self.drop(conn)
@@ -518,6 +630,8 @@ class BufferedThreadWorker(ThreadWorker):
         conn.sock = thread_socket.sock
         request = self.in_app.pop(conn, None)
         conn.last_request = request.line if request else "-"
+        if request is not None:
+            self.admission.release(request.work)
         if not thread_socket.kept:  # the thread sent it all
             super().finish_request(conn, fs)
             return
@@ -585,6 +699,7 @@ class BufferedThreadWorker(ThreadWorker):
             self.log.warning("closed a connection from %s: %s not complete within %.1f s, %d bytes received "
                              "(%d so far in this worker)", self.client_address(conn), what,
                              incoming.allowed_s, len(incoming.data), self.missed_deadlines)
+            count_refusal(408, "request_timeout")
             try:
                 conn.sock.send(json_error(408, "Request Timeout", "request_timeout",
                                           f"the {what} was not complete in time", self.allow_any_origin))

@@ -21,8 +21,23 @@ except settings.ConfigError as error:
 # prometheus_client's multiprocess mode (metrics.py): each worker writes its
 # values to files in this directory, and GET /metrics sums them. Set before
 # anything imports prometheus_client (the app is preloaded after this file is
-# read), and fresh, so that every count starts at zero.
-METRICS_DIR = tempfile.mkdtemp(prefix="ner-metrics-")
+# read). The master reads this file again on each HUP; the environment, where
+# the master notes its pid, outlives that.
+METRICS_OWNER_VARIABLE = "NER_METRICS_MASTER_PID"
+
+
+def metrics_dir() -> str:
+    """The master's one directory: fresh when it starts, so that every count
+    starts at zero; the same after a HUP, so that no count drops to zero and
+    no directory is left behind (on_exit removes it). A master started by
+    USR2 (another pid) makes its own: the old one removes its own as it exits."""
+    if os.environ.get(METRICS_OWNER_VARIABLE) == str(os.getpid()):
+        return os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ[METRICS_OWNER_VARIABLE] = str(os.getpid())
+    return tempfile.mkdtemp(prefix="ner-metrics-")
+
+
+METRICS_DIR = metrics_dir()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 
 
@@ -45,6 +60,7 @@ workers = environment["WEB_CONCURRENCY"]
 # client costs a socket, never a thread. Tagging is CPU-bound, so app.py tags
 # one slice at a time a worker whatever the threads (scheduler.py).
 BufferedThreadWorker.max_body_bytes = environment["NER_MAX_BODY_BYTES"]
+BufferedThreadWorker.max_request_tokens = environment["NER_MAX_TOKENS"]  # bounds a request's work (admission)
 BufferedThreadWorker.allow_any_origin = environment["NER_CORS_ORIGINS"] == "*"
 worker_class = BufferedThreadWorker
 threads = 32
@@ -108,9 +124,16 @@ class EscapedAtoms(SafeAtoms):
 
 
 class EscapingLogger(Logger):
-    """Access-log lines that a client cannot forge."""
+    """Access-log lines that a client cannot forge, and that log an answer cut
+    short by a failure after its 200 was sent as the 500 it is (metrics.ANSWER_FAILED)."""
 
     atoms_wrapper_class = EscapedAtoms
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        if environ.get("ner.answer_failed"):
+            atoms["s"] = "500"
+        return atoms
 
 
 logger_class = EscapingLogger

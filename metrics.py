@@ -40,8 +40,10 @@ REQUESTS = Counter("ner_http_requests_total", "HTTP requests answered, by route 
 DURATION = Histogram("ner_http_request_duration_seconds", "Time to answer a request, by route", ["route"],
                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25))
 IN_FLIGHT = Gauge("ner_http_requests_in_flight", "Requests being answered", multiprocess_mode="livesum")
-REFUSED = Counter("ner_http_refused_total", "Requests refused for a key (401), a size (413) or a quota (429), "
-                  "by status and error code", ["status", "code"])
+# Also counted by the worker (buffered_worker.refuse) for what it refuses before Flask sees it.
+REFUSED = Counter("ner_http_refused_total", "Requests refused for a key (401), a size (413) or a quota (429) "
+                  "by the app, or by the worker before the app (413, 431, 503...), by status and error code",
+                  ["status", "code"])
 TEXTS = Counter("ner_texts_tagged_total", "Texts tagged")
 TOKENS = Counter("ner_tokens_tagged_total", "Tokens tagged")
 ENTITIES = Counter("ner_entities_tagged_total", "Entities found, by type", ["type"])
@@ -52,6 +54,11 @@ QUOTA_COUNTED_LOCALLY = Gauge("ner_quota_local_workers", "Workers counting quota
                               "because Redis failed", multiprocess_mode="livesum")
 QUOTA_REDIS_FAILURES = Counter("ner_quota_redis_failures_total", "Times a worker lost Redis and began "
                                "counting quotas in its own memory")
+
+# The WSGI environ's mark of an answer that failed after its 200 was sent
+# (app.json_results): counted, and logged by gunicorn.conf.py, as a 500.
+ANSWER_FAILED = "ner.answer_failed"
+
 REFUSALS = (401, 413, 429)
 
 
@@ -81,12 +88,12 @@ def init_app(app: Flask, model_info: Any) -> None:
     @app.after_request
     def count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"  # not the path: 404s are unbounded
-        status, started = response.status_code, g.ner_started
+        status, started, environ = response.status_code, g.ner_started, request.environ
         if status in REFUSALS:
             REFUSED.labels(status, response.get_json()["error"]["code"]).inc()
 
         def answered() -> None:
-            REQUESTS.labels(route, status).inc()
+            REQUESTS.labels(route, 500 if environ.get(ANSWER_FAILED) else status).inc()
             DURATION.labels(route).observe(time.perf_counter() - started)
             IN_FLIGHT.dec()  # last: a request no longer in flight has been counted
 
@@ -96,14 +103,22 @@ def init_app(app: Flask, model_info: Any) -> None:
 
     @app.get("/metrics")
     def scrape() -> Response:
-        presented = request.headers.get("Authorization", "").encode()
-        if token and not hmac.compare_digest(presented, f"Bearer {token}".encode()):
+        if token and not bearer_matches(request.headers.get("Authorization", ""), token):
             raise Unauthorized("GET /metrics needs Authorization: Bearer NER_METRICS_TOKEN",
                                www_authenticate=WWWAuthenticate("Bearer", {"realm": "metrics"}))
         info = model_info()
         if info is not None:
             MODEL.labels(info.get("version", "unknown"), info["backend"]).set(1)
-        return Response(generate_latest(registry()), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: CONTENT_TYPE_LATEST names its charset, which mimetype would add again.
+        return Response(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    """Whether an Authorization header is `Bearer <token>`. The scheme is
+    case-insensitive (RFC 7235: "bearer" is Bearer); the token is compared in
+    constant time."""
+    scheme, _, credentials = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.lstrip(" ").encode(), token.encode())
 
 
 def registry() -> CollectorRegistry:

@@ -14,8 +14,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+
+class Abandoned(Exception):
+    """A request dropped at its turn, before its next slice is tagged: why (its client left...)."""
+
+
+def never_abandoned() -> str | None:
+    return None
 
 
 class ShortestWorkFirst:
@@ -29,9 +37,10 @@ class ShortestWorkFirst:
         self._busy = False
 
     @contextmanager
-    def turn(self, work_left: int) -> Iterator[None]:
+    def turn(self, work_left: int, abandoned: Callable[[], str | None] = never_abandoned) -> Iterator[None]:
         """Wait for this request's turn to run one slice; `work_left` counts the
-        request's tokens still to tag, this slice's included."""
+        request's tokens still to tag, this slice's included. At its turn,
+        `abandoned()` says why the slice is no longer wanted (Abandoned), or None."""
         ticket = (work_left, next(self._arrivals))
         with self._condition:
             heapq.heappush(self._waiting, ticket)
@@ -39,6 +48,9 @@ class ShortestWorkFirst:
             heapq.heappop(self._waiting)
             self._busy = True
         try:
+            reason = abandoned()
+            if reason is not None:
+                raise Abandoned(reason)
             yield
         finally:
             with self._condition:

@@ -12,11 +12,13 @@ import threading
 
 import psutil
 import pytest
+from prometheus_client import REGISTRY
 
 import app as app_module
 import settings
 from app import ApiError, create_app, model_loader
 from model import files
+from model.casing import CaseRouter
 from model.pipeline import Pipeline
 from tests.launcher import ROOT, free_port, poll, wait_until_ready
 from tests.service_fixtures import TEST_LIMITS, http
@@ -293,6 +295,27 @@ def test_an_internal_error_is_500_without_details(client, app, monkeypatch, capl
     assert "secret internal detail" in caplog.text  # the trace is in the log
 
 
+def test_a_failure_after_the_first_byte_is_logged_and_counted_as_one(client, app, monkeypatch, caplog):
+    # A many-text answer sends its 200 before its results are built: a failure
+    # then can only cut the answer short, and must not pass for a 200.
+    def fails_after_one_result(documents, min_score, turn):
+        yield EMPTY
+        raise RuntimeError("the second result broke")
+
+    monkeypatch.setattr(model_loader(app).pipeline, "tag_documents", fails_after_one_result)
+    failed = {"route": "/api", "status": "500"}
+    failed_before = REGISTRY.get_sample_value("ner_http_requests_total", failed) or 0
+    with caplog.at_level(logging.ERROR, logger="app"):
+        response = client.post("/api", json={"texts": ["I love Paris", "Paris"]})
+        assert response.status_code == 200
+        with pytest.raises(RuntimeError, match="the second result broke"):
+            response.get_data()  # the server cuts the answer short
+        response.close()  # as a WSGI server does, whatever happened (PEP 3333)
+    assert REGISTRY.get_sample_value("ner_http_requests_total", failed) == failed_before + 1  # never a 200
+    assert "a many-text answer failed, its 200 and 1 results sent: RuntimeError: the second result broke" in [
+        record.getMessage() for record in caplog.records if record.name == "app"]
+
+
 # Readiness.
 
 
@@ -323,6 +346,23 @@ def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
     poll(lambda: client.get("/readyz").status_code == 200, 60, "/readyz answering 200")
     assert warmed_up, "ready before a warm-up prediction"
     assert without_scores(client.post("/api", json="I love Paris").get_json()) == PARIS
+
+
+def test_start_up_warms_up_the_caseless_sub_model_too(app, monkeypatch):
+    # A fault that only tagging shows, in the sub-model for text without normal case.
+    loaded = model_loader(app).pipeline
+
+    class FaultyTagger:
+        vocab = loaded.tagger.caseless.vocab
+
+        def tag_scored(self, sentences):
+            raise RuntimeError("the caseless network cannot run")
+
+    faulty = Pipeline(CaseRouter(loaded.tagger.cased, FaultyTagger()), loaded.info)
+    monkeypatch.setattr(app_module, "load_pipeline", lambda *_: faulty)
+    client = create_app().test_client()
+    wait_for_the_failed_load(client)  # at start-up, before any request
+    assert client.get("/readyz").get_json() == {"status": "failed"}
 
 
 def wait_for_the_failed_load(client) -> None:
@@ -370,6 +410,11 @@ def test_cors_allows_every_origin_by_default(client):
         client.post("/api", data=b"{", headers={"Origin": "http://elsewhere.example"}),  # errors too
     ):
         assert response.headers["Access-Control-Allow-Origin"] in ("*", "http://elsewhere.example")
+
+
+def test_a_page_on_another_origin_may_read_when_to_retry(client):
+    response = client.post("/api", json="Paris", headers={"Origin": "http://elsewhere.example"})
+    assert "Retry-After" in response.headers["Access-Control-Expose-Headers"].split(", ")
 
 
 def test_cors_origins_can_be_restricted(tmp_path):

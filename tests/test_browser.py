@@ -8,6 +8,7 @@ serves it; the page's integrity hash refuses any other bytes).
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import hashlib
 import http.server
@@ -16,6 +17,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -356,6 +358,123 @@ def test_a_key_pasted_in_the_page_is_sent_cross_origin(page, static_site, keyed_
     find_entities(page, "Angela Merkel visited Washington.")
     expect(page.locator("#error")).to_contain_text("Error 401: an API key is required")
     page.fill("#api-key", "page-key")
+    page.check("#trust-api")  # again: the box now names the key
     find_entities(page, "Angela Merkel visited Washington.")
     expect(page.locator("mark.ent-PER")).to_have_text("Angela Merkel")
     expect(page.locator("#error")).to_have_text("")
+
+
+# A link's ?api= host gets the API key only with a consent that names the key.
+EVIL_API = "https://evil.example/api"
+CORS_ANSWER = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "Authorization, Content-Type"}
+
+
+def send_without_a_key(page: Page) -> None:
+    """A text sent with the key field empty, and answered: whatever an earlier click sent has arrived."""
+    page.fill("#api-key", "")
+    page.check("#trust-api")
+    find_entities(page, "a text")
+    expect(page.locator("#status")).to_have_text("0 entities")
+
+
+def test_a_key_goes_to_another_origin_only_with_a_consent_that_names_it(page, server):
+    authorizations = []  # each POST's Authorization header, None for none
+
+    def evil(route: Route) -> None:
+        if route.request.method == "POST":
+            authorizations.append(route.request.headers.get("authorization"))
+        route.fulfill(json={"input": "", "output": "", "entities": []}, headers=CORS_ANSWER)
+
+    page.context.route("https://evil.example/**", evil)
+    page.goto(server.url + "/client?api=" + quote(EVIL_API, safe=""))
+    page.check("#trust-api")
+    expect(page.locator("#consent")).to_contain_text("Send my text to evil.example,")
+
+    # After that consent, a key typed in, and a key the browser fills in without
+    # an input event (a password manager): a click sends neither.
+    page.fill("#api-key", "typed-key")
+    page.locator("#submit").click(force=True)  # disabled: the box no longer covers what would go
+    send_without_a_key(page)
+    page.locator("#api-key").evaluate("field => { field.value = 'filled-key'; }")
+    page.click("#submit")
+    send_without_a_key(page)
+    assert authorizations == [None, None]
+
+    # The box names the key once there is one; ticked then, the key goes.
+    page.fill("#api-key", "named-key")
+    expect(page.locator("#consent")).to_contain_text("Send my text and my API key to evil.example,")
+    expect(page.locator("#trust-api")).not_to_be_checked()
+    page.check("#trust-api")
+    find_entities(page, "with a key")
+    expect(page.locator("#status")).to_have_text("0 entities")
+    assert authorizations == [None, None, "Bearer named-key"]
+
+
+# When to try again after a 429, from Retry-After.
+
+
+@pytest.fixture(scope="module")
+def quota_server(tmp_path_factory) -> Iterator[Gunicorn]:
+    log = tmp_path_factory.mktemp("quota") / "gunicorn.log"
+    with gunicorn(log, workers=1, NER_RATE_LIMIT="1/minute") as server:
+        yield server
+
+
+def test_a_429_says_when_to_try_again(page, quota_server):
+    page.goto(quota_server.url + "/client")  # the same origin: Retry-After is readable
+    find_entities(page, "I love Paris")
+    expect(page.locator("mark.ent-LOC")).to_have_text("Paris")
+    find_entities(page, "I love Paris")
+    expect(page.locator("#error")).to_have_text(re.compile(r"^Error 429: over the requests quota .*\. "
+                                                           r"Try again in ([1-9]|[1-5][0-9]|60) s\.$"))
+
+
+@pytest.mark.parametrize(("retry_after", "exposed", "hint"), [
+    ("42", True, "Try again in 42 s."),
+    ("600", True, "Try again in 10 min."),
+    ("in 300 s", True, "Try again in 5 min."),  # as an HTTP date
+    ("42", False, "Try again later."),  # another origin that does not expose it (CORS)
+])
+def test_retry_after_from_another_origin(page, server, retry_after, exposed, hint):
+    if retry_after == "in 300 s":
+        retry_after = email.utils.formatdate(time.time() + 300, usegmt=True)
+    headers = {**CORS_ANSWER, "Retry-After": retry_after}
+    if exposed:
+        headers["Access-Control-Expose-Headers"] = "Retry-After"
+    error = {"error": {"code": "too_many_requests", "message": "over the quota"}}
+    page.context.route("https://evil.example/**", lambda route: route.fulfill(status=429, json=error, headers=headers))
+    open_with_api(page, server.url + "/client", EVIL_API)
+    find_entities(page, "I love Paris")
+    expect(page.locator("#error")).to_have_text(f"Error 429: over the quota. {hint}")
+
+
+# The legend: the model's entity types, each in its colour.
+
+
+def background(page: Page, selector: str) -> str:
+    return page.locator(selector).evaluate("element => getComputedStyle(element).backgroundColor")
+
+
+def test_the_legend_shows_the_models_types_in_their_colours(page, server):
+    page.goto(server.url + "/client")
+    expect(page.locator("#legend span")).to_have_text(["LOC", "MISC", "ORG", "PER"])  # GET /api/model
+    find_entities(page, "Angela Merkel visited Washington.")
+    expect(page.locator("mark.ent-PER")).to_have_text("Angela Merkel")
+    assert background(page, "mark.ent-PER") == background(page, "#legend span >> nth=3") != "rgba(0, 0, 0, 0)"
+    assert background(page, "mark.ent-LOC") == background(page, "#legend span >> nth=0")
+
+
+def test_a_type_the_page_does_not_know_gets_a_colour_of_its_own(page, server):
+    # A model with another type: the page has no colour written for it.
+    answer = {"input": "BRCA1 Merkel", "output": "B-GENE B-PER", "entities": [
+        {"text": "BRCA1", "type": "GENE", "start": 0, "end": 5, "score": 0.9},
+        {"text": "Merkel", "type": "PER", "start": 6, "end": 12, "score": 0.9}]}
+    page.route(server.url + "/api/model", lambda route: route.fulfill(json={"entity_types": ["GENE", "PER"]}))
+    page.route(server.url + "/api", lambda route: route.fulfill(json=answer))
+    page.goto(server.url + "/client")
+    expect(page.locator("#legend span")).to_have_text(["GENE", "PER"])
+    find_entities(page, "BRCA1 Merkel")
+    expect(page.locator("mark.ent-GENE")).to_have_text("BRCA1")
+    gene, person = background(page, "#legend span >> nth=0"), background(page, "#legend span >> nth=1")
+    assert gene not in ("rgba(0, 0, 0, 0)", person)
+    assert background(page, "mark.ent-GENE") == gene and background(page, "mark.ent-PER") == person

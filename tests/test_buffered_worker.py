@@ -20,15 +20,18 @@ from buffered_worker import (
     COMPLETE,
     MAX_REQUEST_ID_CHARS,
     MORE,
+    SMALL_WORK_TOKENS,
     TOO_LARGE,
     BufferedThreadWorker,
     ConnectionCounts,
     Framing,
     Incoming,
     ThreadSocket,
+    WorkAdmission,
     body_framing,
     describe,
     json_error,
+    request_work,
 )
 
 HEAD = b"POST /api HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -195,3 +198,50 @@ def test_each_worker_sees_the_fewest_connections_another_worker_holds():
     counts.release(third)
     assert counts.fewest_elsewhere(first) is None  # alone
     assert counts.claim() == second
+
+
+def test_a_request_s_work_is_bounded_by_its_body_and_by_the_token_limit():
+    assert request_work(0, 100_000) == 1
+    assert request_work(1000, 100_000) == 501  # "a a a ...": a token every two bytes
+    assert request_work(1024 * 1024, 100_000) == 100_000
+
+
+def test_heavy_work_is_admitted_while_it_fits_and_small_work_always():
+    admission = WorkAdmission(limit=300)
+    heavy = SMALL_WORK_TOKENS + 1
+    assert admission.fits(heavy)  # an idle worker takes any one request, however heavy
+    admission.take(heavy)
+    assert not admission.fits(heavy) and admission.fits(SMALL_WORK_TOKENS)
+    admission.take(SMALL_WORK_TOKENS)
+    admission.release(heavy)
+    assert admission.held == SMALL_WORK_TOKENS and not admission.fits(heavy)
+    admission.release(SMALL_WORK_TOKENS)
+    assert admission.fits(heavy)
+    assert admission.retry_after_s() >= 1
+
+
+def test_while_answers_wait_on_their_clients_only_small_work_is_admitted():
+    admission = WorkAdmission()
+    assert not admission.fits(SMALL_WORK_TOKENS + 1, answers_backlogged=True)
+    assert admission.fits(SMALL_WORK_TOKENS, answers_backlogged=True)
+
+
+def test_a_retry_after_header_goes_with_a_refusal_that_has_one():
+    answer = json_error(503, "Service Unavailable", "busy", "retry", allow_any_origin=True, retry_after_s=7)
+    head = answer.split(b"\r\n\r\n")[0]
+    assert b"\r\nRetry-After: 7\r\n" in head and b"\r\nAccess-Control-Expose-Headers: Retry-After\r\n" in head
+
+
+def test_a_thread_socket_tells_whether_its_client_left():
+    ours, theirs = socket.socketpair()
+    with ours:
+        ours.settimeout(1.0)
+        thread_socket = ThreadSocket(ours, Worker(keepable=0), "the request")
+        assert not thread_socket.client_left()
+        theirs.sendall(b"GET /next HTTP/1.1\r\n")  # a pipelined request: still there
+        assert not thread_socket.client_left()
+        theirs.close()
+        assert thread_socket.client_left() is False  # its bytes come first: read, then the end
+        ours.recv(100)
+        assert thread_socket.client_left()
+        assert ours.gettimeout() == 1.0

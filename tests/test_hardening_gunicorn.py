@@ -309,3 +309,57 @@ def test_a_burst_of_kept_alive_connections_is_shared_between_the_workers(tmp_pat
             assert sum(held) == 8
             assert held[0] >= 3, f"connections held by each worker: {held}"
             poll(lambda: sum(connections_held(server)) == 0, LOG_TIMEOUT_S, "the server to close the connections")
+
+
+# The largest request the default limits take: 50 texts of 1,999 tokens.
+MAXIMAL_BODY = json.dumps({"texts": ["a " * 1999] * 50}).encode()
+HEAVY_CLIENTS = 6
+ADMITTED_MAXIMAL = 3  # ADMITTED_WORK_TOKENS: three of them
+
+
+def timed_post(port: int, body: bytes) -> tuple[int, str | None, float]:
+    """Status, Retry-After and seconds of one POST /api."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(HOST, port, timeout=CLIENT_TIMEOUT_S)
+    try:
+        connection.request("POST", "/api", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("Retry-After"), time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+def test_a_worker_refuses_heavy_work_it_cannot_take_on_at_once_and_answers_small_requests(tmp_path):
+    # Red team: 64 clients looping maximal bodies made small requests wait 35 s and
+    # heavy ones up to 162 s, and grew each worker past 600 MB.
+    with gunicorn(tmp_path / "gunicorn.log", workers=1) as server, ThreadPoolExecutor(HEAVY_CLIENTS) as pool:
+        heavy = [pool.submit(timed_post, server.port, MAXIMAL_BODY) for _ in range(HEAVY_CLIENTS)]
+        poll(lambda: "refused a request" in server.log.read_text(), LOG_TIMEOUT_S, "a heavy request refused")
+        small = post_raw(server.port, json.dumps({"text": "Tony Blair in London."}).encode())
+        answers = [future.result() for future in heavy]
+    assert small[0] == 200
+    refusals = [(retry_after, seconds) for status, retry_after, seconds in answers if status == 503]
+    assert sorted(status for status, _, _ in answers) == [200] * ADMITTED_MAXIMAL + [503] * len(refusals)
+    assert len(refusals) == HEAVY_CLIENTS - ADMITTED_MAXIMAL
+    # Refused at once, before any tagging, with when to come back.
+    assert all(retry_after is not None and int(retry_after) >= 1 and seconds < 5 for retry_after, seconds in refusals)
+
+
+def test_a_request_whose_client_left_is_dropped_not_tagged(tmp_path):
+    with gunicorn(tmp_path / "gunicorn.log", workers=1) as server:
+        with socket.create_connection((HOST, server.port), timeout=CLIENT_TIMEOUT_S) as sock:
+            sock.sendall(b"POST /api HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(MAXIMAL_BODY), MAXIMAL_BODY))
+        log_count(server, "dropped POST /api before tagging it all: its client left", 1)
+        log_count(server, 'path="/api" status=503', 1)  # logged as what it was, never as a 200
+        assert 'path="/api" status=200' not in server.log.read_text()
+
+
+def test_a_head_with_bare_line_feeds_is_answered_400_at_once(server):
+    started = time.perf_counter()
+    with socket.create_connection((HOST, server.port), timeout=CLIENT_TIMEOUT_S) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\nHost: localhost\n\n")
+        answer = read_until_closed(sock)
+    assert status_and_error(answer) == (400, "bare_lf")
+    assert time.perf_counter() - started < HEAD_DEADLINE_S  # not the head deadline's 408

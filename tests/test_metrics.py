@@ -3,6 +3,7 @@ values. (Summed over gunicorn's workers: tests/test_public_gunicorn.py.)"""
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 TEXT = "Angela Merkel visited Washington."  # 5 tokens: a PER and a LOC
@@ -63,3 +64,17 @@ def test_metrics_off_serves_no_metrics(make_client):
     client = make_client(NER_METRICS="off")
     assert client.get("/metrics").status_code == 404
     assert client.post("/api", json=TEXT).status_code == 200
+
+
+def test_the_bearer_scheme_is_case_insensitive(make_client):
+    # RFC 7235: an auth-scheme is case-insensitive; a scraper may send "bearer".
+    client = make_client(NER_METRICS_TOKEN="scrape-me")
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        assert client.get("/metrics", headers={"Authorization": f"{scheme} scrape-me"}).status_code == 200
+    for presented in ("bearer scrape-mE", "Basic scrape-me", "scrape-me", "Bearer", "Bearerscrape-me"):
+        assert client.get("/metrics", headers={"Authorization": presented}).status_code == 401, presented
+
+
+def test_the_content_type_names_one_charset(client):
+    content_type = client.get("/metrics").headers["Content-Type"]
+    assert content_type == CONTENT_TYPE_LATEST and content_type.count("charset") == 1
