@@ -5,20 +5,38 @@ text, a JSON Lines record) or CoNLL sentence, each with the line number it
 starts on; a line that cannot be read becomes a `Malformed` item, so that the
 caller decides whether to stop or go on. Writers turn a tagged item into the
 lines of the output. `-` is stdin or stdout; a name ending in `.gz` is gzip.
+A file output is written beside its path and renamed onto it at the end
+(`Output`), so that a run that fails or is killed leaves no partial file there.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import math
+import os
+import secrets
+import stat
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 FORMATS = ("text", "jsonl", "conll")
 # CoNLL's document separator: written back as it came, tagged O, as conlleval expects.
 DOCSTART = "-DOCSTART-"
+# A longer line is malformed, and read a block at a time and dropped, never held
+# whole. A text of 1 MB took a worker to ~215 MB RSS (9 s) in a one-off run, the
+# peak a worker reaches on ordinary text; 2 MB took it to ~340 MB: memory grows
+# with the line (its result line is ~17 times its size), so the cap bounds it.
+MAX_LINE_BYTES = 2**20
+# JSON nested deeper is malformed: Python's reader stops at ~1,000 levels with a
+# RecursionError, and pickling a record to a worker process at fewer.
+MAX_JSON_DEPTH = 100
+# JSON's whitespace: a JSON Lines line of it alone holds no record.
+JSON_WHITESPACE = " \t\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +74,18 @@ class Malformed:
     line: int
     message: str
     file: str
+    # The fields of the record kept in its error record: its "id", where it has one.
+    kept: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.message}"
 
 
 Item = Text | Sentence | Malformed
+
+
+class Unreadable(Exception):
+    """The input cannot be read on (a corrupt or truncated gzip file): no line after it can be."""
 
 
 def guess_format(path: str) -> str:
@@ -78,13 +102,79 @@ def open_input(path: str) -> IO[bytes]:
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def open_output(path: str) -> IO[str]:
-    """UTF-8 whatever the locale."""
-    if path == "-":
-        return open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False)
-    if path.endswith(".gz"):
-        return gzip.open(path, "wt", encoding="utf-8")
-    return open(path, "w", encoding="utf-8")
+def same_file(input_path: str, output_path: str) -> bool:
+    """Whether the output is the input file, however spelled (./, a symlink, a
+    hard link; `-` is stdin or stdout, which may be redirected to it)."""
+    try:
+        read = os.fstat(sys.stdin.fileno()) if input_path == "-" else os.stat(input_path)
+        written = os.fstat(sys.stdout.fileno()) if output_path == "-" else os.stat(output_path)
+    except (OSError, ValueError):  # no such output yet; or no stdin/stdout at all
+        return False
+    # A terminal or pipe can be both stdin and stdout: only a regular file is refused.
+    return stat.S_ISREG(read.st_mode) and os.path.samestat(read, written)
+
+
+class Output:
+    """Where tag.py writes, UTF-8 whatever the locale: stdout (`-`), streamed;
+    or a file, written as a temporary file beside it (a hidden `.NAME.*.part`)
+    that `finish` renames onto it, and `discard` removes. A path that is not a
+    regular file (/dev/null, a FIFO) is written as it is."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.temporary: str | None = None
+        self._raw: IO[bytes] | None = None
+        self._text: IO[str] | None = None
+
+    def open(self) -> IO[str]:
+        if self.path == "-":  # closefd=False: closing the file leaves stdout open
+            self._text = open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+            return self._text
+        self._raw = self._open_file()
+        # The gzip header names the output (as gzip.open(path) does), not the temporary file.
+        binary = gzip.GzipFile(self.path, "wb", fileobj=self._raw) if self.path.endswith(".gz") else self._raw
+        self._text = io.TextIOWrapper(binary, encoding="utf-8")
+        return self._text
+
+    def _open_file(self) -> IO[bytes]:
+        final = os.path.realpath(self.path)  # the file a symlink names is written, the link kept
+        if os.path.exists(final) and not stat.S_ISREG(os.stat(final).st_mode):
+            return open(final, "wb")
+        self.temporary, raw = _create_beside(final)
+        return raw
+
+    def finish(self) -> None:
+        """Everything is written: the file takes its place."""
+        self._close()
+        if self.temporary:
+            os.replace(self.temporary, os.path.realpath(self.path))
+            self.temporary = None
+
+    def discard(self) -> None:
+        """The run failed or was stopped: no file at the output's path. Nothing to do after finish."""
+        try:
+            self._close()
+        finally:
+            if self.temporary:
+                os.remove(self.temporary)
+                self.temporary = None
+
+    def _close(self) -> None:
+        for stream in (self._text, self._raw):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+
+def _create_beside(path: str) -> tuple[str, IO[bytes]]:
+    """A new file in path's directory (the rename is then within one file
+    system), with the mode that open(path, "w") would give: 0o666 less umask."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:  # named as the output, which the user knows
+        raise OSError(error.errno, error.strerror, path) from None
+    return temporary, open(descriptor, "wb")
 
 
 def read(stream: IO[bytes], file_format: str, name: str) -> Iterator[Item]:
@@ -95,36 +185,116 @@ def read(stream: IO[bytes], file_format: str, name: str) -> Iterator[Item]:
                 for number, line in lines)
     if file_format == "jsonl":
         return (line if isinstance(line, Malformed) else _json_record(number, line, name)
-                for number, line in lines)
+                for number, line in lines if not _blank_json_line(line))
     return _conll_sentences(lines, name)
 
 
 def _decoded_lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, str | Malformed]]:
-    """Numbered lines without their line break; one that is not UTF-8 is Malformed.
-    Lines are split on "\\n" only, so a text may hold other line separators."""
-    for number, raw in enumerate(stream, start=1):
+    """Numbered lines without their line break; one that is not UTF-8, or over
+    MAX_LINE_BYTES, is Malformed. Lines are split on "\\n" only, so a text may
+    hold other line separators."""
+    for number in range(1, sys.maxsize):
+        raw = _read_line(stream, name, number)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            _skip_rest_of_line(stream, name, number)
+            yield number, Malformed(number, f"a line over {MAX_LINE_BYTES:,} bytes", name)
+            continue
         try:
             yield number, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as error:
             yield number, Malformed(number, f"not UTF-8 ({error.reason} at byte {error.start})", name)
 
 
-def _json_record(number: int, line: str, name: str) -> Text | Malformed:
+def _read_line(stream: IO[bytes], name: str, number: int, limit: int = MAX_LINE_BYTES + 1) -> bytes:
+    """At most `limit` bytes of the line; b"" at the end of the file."""
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        return Malformed(number, f"not JSON ({error.msg} at column {error.colno})", name)
+        return stream.readline(limit)
+    except (OSError, EOFError, zlib.error) as error:  # gzip's: corrupt, truncated
+        raise Unreadable(f"{name}:{number}: unreadable ({error})") from error
+
+
+def _skip_rest_of_line(stream: IO[bytes], name: str, number: int) -> None:
+    """Reads the line to its end, MAX_LINE_BYTES at a time, keeping none of it."""
+    while (block := _read_line(stream, name, number)) and not block.endswith(b"\n"):
+        pass
+
+
+def _blank_json_line(line: str | Malformed) -> bool:
+    return isinstance(line, str) and not line.strip(JSON_WHITESPACE)
+
+
+class _NotJsonNumber(ValueError):
+    """NaN, Infinity, or a number beyond a double's range, which Python reads
+    (as nan or inf) but JSON cannot hold: written back, it would be no JSON."""
+
+
+def _refuse_constant(constant: str) -> float:
+    raise _NotJsonNumber(f"{constant} is not a JSON number")
+
+
+def _finite_float(number: str) -> float:
+    value = float(number)
+    if math.isinf(value):
+        raise _NotJsonNumber(f"{number} is out of a double's range")
+    return value
+
+
+def _json_record(number: int, line: str, name: str) -> Text | Malformed:
+    """A record, or why the line is none. NaN, Infinity and numbers out of a
+    double's range are refused as malformed rather than written back as
+    something else: the user learns which line holds them, and the output is
+    JSON that any reader reads."""
+    try:
+        record = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as error:  # its msg may end in "starting at"
+        return Malformed(number, f"not JSON ({error.msg.removesuffix(' at')} at column {error.colno})", name)
+    except _NotJsonNumber as error:
+        return Malformed(number, f"not JSON ({error})", name)
+    except RecursionError:
+        return Malformed(number, f"nested deeper than {MAX_JSON_DEPTH} levels", name)
+    except ValueError as error:  # int(): over sys.get_int_max_str_digits() digits
+        return Malformed(number, f"a number too long to read ({str(error).split(';')[0]})", name)
+    kept = _kept_fields(record)
+    if _nested_deeper(record, MAX_JSON_DEPTH, line):
+        return Malformed(number, f"nested deeper than {MAX_JSON_DEPTH} levels", name, kept)
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-        return Malformed(number, 'not a JSON object with a string "text" field', name)
+        return Malformed(number, 'not a JSON object with a string "text" field', name, kept)
     if ("\\ud" in line or "\\uD" in line) and not _utf8_writable(record):
-        return Malformed(number, "a lone surrogate escape (\\ud800 to \\udfff), which UTF-8 cannot hold", name)
+        return Malformed(number, "a lone surrogate escape (\\ud800 to \\udfff), which UTF-8 cannot hold", name,
+                         kept)
     return Text(number, record)
 
 
-def _utf8_writable(record: dict[str, Any]) -> bool:
+def _kept_fields(record: Any) -> dict[str, Any]:
+    """{"id": its id}, for an error record, where the id is a JSON scalar that the output can hold."""
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str | int | float | bool | None):
+        return {}
+    return {"id": record["id"]} if "id" in record and _utf8_writable(record["id"]) else {}
+
+
+def _nested_deeper(value: Any, depth: int, line: str) -> bool:
+    """Whether lists and objects nest more than `depth` levels. Iterative, so
+    that no depth can overflow it; and only walked where the line has more
+    brackets than that."""
+    if line.count("[") + line.count("{") <= depth:
+        return False
+    stack = [(value, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            if level > depth:
+                return True
+            stack.extend((child, level + 1) for child in children)
+    return False
+
+
+def _utf8_writable(value: Any) -> bool:
     """False where a \\u escape left half a surrogate pair, which the output could not encode."""
     try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
@@ -140,7 +310,7 @@ def _conll_sentences(lines: Iterable[tuple[int, str | Malformed]], name: str) ->
         if isinstance(line, Malformed):
             start, problem = start or number, problem or line
             continue
-        row = line.split()
+        row = _conll_columns(line)
         if not row or row[0] == DOCSTART:
             if start:
                 yield problem or Sentence(start, rows)
@@ -157,15 +327,24 @@ def _conll_sentences(lines: Iterable[tuple[int, str | Malformed]], name: str) ->
         yield problem or Sentence(start, rows)
 
 
+def _conll_columns(line: str) -> list[str]:
+    """Columns are separated by spaces and tabs, not by every Unicode space
+    (str.split()), so that a token may hold a no-break space (U+00A0)."""
+    return [column for column in line.replace("\t", " ").split(" ") if column]
+
+
 def json_line(text: Text, result: dict[str, Any]) -> str:
-    """The input record's fields, then the API's result fields (which win a clash)."""
-    return json.dumps({**text.record, **result}, ensure_ascii=False) + "\n"
+    """The input record's fields, then the API's result fields (which win a clash).
+    allow_nan=False: the reader refuses NaN and infinities, so a score that
+    was neither finite nor JSON would be a bug, to stop at, not to write."""
+    return json.dumps({**text.record, **result}, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def error_line(problem: Malformed) -> str:
-    """The error record of --skip-errors, shaped as the service's errors."""
+    """The error record of --skip-errors, shaped as the service's errors; with
+    the input record's id where it had one, to find which record it was."""
     error = {"code": "malformed_line", "message": problem.message, "file": problem.file, "line": problem.line}
-    return json.dumps({"error": error}, ensure_ascii=False) + "\n"
+    return json.dumps({**problem.kept, "error": error}, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def conll_lines(sentence: Sentence, tags: list[str]) -> str:

@@ -9,28 +9,36 @@ fields, then the API's (input, output, tokens, tags, entities). CoNLL gives
 CoNLL with a predicted-tag column (corpus.py). The file is read in chunks and
 at most two chunks a worker are in flight, so memory stays bounded whatever
 the file's size. Counts go to stderr at the end; a progress bar too, when
-stderr is a terminal.
+stderr is a terminal. A file output appears at its path only when the run
+ends well (corpus.Output); SIGTERM, SIGHUP and Ctrl-C stop the workers and
+remove what was written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tqdm import tqdm
 
 import corpus
-from corpus import Item, Malformed, Sentence, Text
+from corpus import Item, Malformed, Output, Sentence, Text, Unreadable
 from model import files
 from model.backends import BACKENDS
+from model.files import ModelError
 from model.memory import give_back_memory, resident_bytes
 from model.pipeline import Pipeline, load_pipeline
 from model.tags import entity_spans
@@ -48,6 +56,24 @@ IN_FLIGHT_PER_WORKER = 2
 # with it, for ~10% more CPU time; a fixed MALLOC_MMAP_THRESHOLD_ got to
 # 134-145 MB but tripled the system time.
 GIVE_BACK_ABOVE_BYTES = 150 * 2**20
+# Signals that stop a run cleanly: the workers stopped, the output's temporary file removed.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# Linux's prctl(2) option: a signal for this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+WORKER_STOP_TIMEOUT_S = 5
+SIGNAL_CHECK_S = 0.5
+THREADS_END_TIMEOUT_S = 2
+# Exit statuses: a usage error (argparse's), and a run stopped by signal N: 128 + N, as shells report.
+USAGE_ERROR = 2
+SIGNALLED = 128
+
+
+class Stopped(Exception):
+    """A stop signal arrived (SIGTERM, SIGHUP): unwind, cleaning up on the way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -73,16 +99,44 @@ class TaggedChunk:
 _pipeline: Pipeline | None = None
 _min_score = 0.0
 _error_records = True  # JSON Lines has a place for them, CoNLL none
+_model_error: ModelError | None = None  # a model directory the worker cannot use
+# Set in the parent by stop_workers. A worker killed halfway through sending a
+# result leaves the pool's result thread waiting for the rest for ever, which
+# would hold the interpreter's exit: exit_now then ends it with os._exit.
+_workers_stopped = False
+
+
+def start_pool_worker(parent: int, *setup) -> None:
+    """A pool worker dies with the run: on Ctrl-C the parent stops it (a Ctrl-C
+    in each worker would only add tracebacks), and on the parent's death, even
+    by SIGKILL, the kernel sends it SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+    start_worker(*setup)
+
+
+def die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took hold
+        os._exit(1)
 
 
 def start_worker(model_dir: Path, backend: str, min_score: float, file_format: str) -> None:
-    global _pipeline, _min_score, _error_records
-    _pipeline, _min_score = load_pipeline(model_dir, backend), min_score
-    _error_records = file_format != "conll"
+    global _pipeline, _min_score, _error_records, _model_error
+    try:
+        _pipeline = load_pipeline(model_dir, backend)
+    except ModelError as error:
+        # Raised with the first chunk, in the parent: one line (main), where a
+        # pool worker failing to start would only say that the pool broke.
+        _model_error = error
+    _min_score, _error_records = min_score, file_format != "conll"
 
 
 def tag_chunk(chunk: list[Item]) -> TaggedChunk:
     """The output lines of a chunk's inputs, in order; all its texts in one call, and its sentences in another."""
+    if _model_error is not None:
+        raise _model_error
     if resident_bytes() > GIVE_BACK_ABOVE_BYTES:
         give_back_memory()
     texts = [item for item in chunk if isinstance(item, Text)]
@@ -145,7 +199,7 @@ def chunks(items: Iterable[Item]) -> Iterator[list[Item]]:
 def tag_here(work: Iterable[list[Item]], setup: tuple) -> Iterator[TaggedChunk]:
     """One worker: this process."""
     start_worker(*setup)
-    return map(tag_chunk, work)
+    yield from map(tag_chunk, work)
 
 
 def tag_in_processes(work: Iterable[list[Item]], setup: tuple, workers: int) -> Iterator[TaggedChunk]:
@@ -155,20 +209,66 @@ def tag_in_processes(work: Iterable[list[Item]], setup: tuple, workers: int) -> 
     worker ahead of the one written: Pool.imap would read the whole input
     ahead, and hold every result that the writer has not taken yet.
     "spawn": the workers start clean, not forked from a process with threads.
+    Stopped early (an error, a signal, the generator closed), the workers are
+    terminated, not waited for: they may be minutes into their chunks.
     """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=setup) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_pool_worker,
+                               initargs=(os.getpid(), *setup))
+    try:
         pending = deque()
         for chunk in work:
             pending.append(pool.submit(tag_chunk, chunk))
             if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
-                yield pending.popleft().result()
+                yield result_of(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield result_of(pending.popleft())
+    except BaseException:
+        stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def result_of(future: Future) -> TaggedChunk:
+    """future.result(), waited for a while at a time: a signal that the kernel
+    hands to another thread (the pool's) runs its Python handler only when this
+    one, the main thread, wakes."""
+    while True:
+        try:
+            return future.result(timeout=SIGNAL_CHECK_S)
+        except TimeoutError:
+            continue
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to each worker, SIGKILL to one still there after
+    WORKER_STOP_TIMEOUT_S (a stopped one cannot act on SIGTERM)."""
+    global _workers_stopped
+    _workers_stopped = True
+    # The pool's processes are this process's only multiprocessing children.
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join()
 
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_count(requested: int) -> int:
+    """At most a worker a core: more only add a model's memory each, and no speed."""
+    cores = available_cores()
+    if requested > cores:
+        print(f"tag.py: --workers {requested} is more than the {cores} cores available: {cores} workers",
+              file=sys.stderr)
+    return min(requested, cores)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -178,7 +278,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", choices=corpus.FORMATS,
                         help="the input's format (default: jsonl for .jsonl and .ndjson, conll for .conll, else text)")
     parser.add_argument("--workers", type=int, default=available_cores(),
-                        help="processes, each with one model (default: the number of cores, %(default)s)")
+                        help="processes, each with one model; at most the number of cores (the default, "
+                             "%(default)s)")
     parser.add_argument("--min-score", type=float, default=0.0, help="leave out entities scored below this")
     parser.add_argument("--skip-errors", action="store_true",
                         help="write an error record for a malformed line and go on, instead of stopping")
@@ -199,31 +300,100 @@ def summary(counts: Counts, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """tag.py's exit status; its failures as one line on stderr, never a traceback."""
     args = parse_args(argv)
-    file_format = args.format or corpus.guess_format(args.input)
-    setup = (args.model_dir, args.backend, args.min_score, file_format)
-    counts, started = Counts(), time.perf_counter()
-    bar = tqdm(unit=" texts", file=sys.stderr, disable=not sys.stderr.isatty())
-    with corpus.open_input(args.input) as stream, corpus.open_output(args.output) as output, bar:
-        items = Checked(corpus.read(stream, file_format, args.input), args.skip_errors)
-        work = chunks(items)
-        tagged = tag_here(work, setup) if args.workers == 1 else tag_in_processes(work, setup, args.workers)
-        for chunk in tagged:
-            output.write(chunk.text)
-            counts.add(chunk.counts)
-            bar.update(chunk.counts.inputs)
-            bar.set_postfix_str(f"{counts.tokens / (time.perf_counter() - started):,.0f} tokens/s", refresh=False)
-    if items.problem:
-        print(f"tag.py: error: {items.problem} (what came before it is written; --skip-errors goes on)",
+    if corpus.same_file(args.input, args.output):
+        print(f"tag.py: error: the output {args.output} is the input file {args.input}: write it elsewhere",
               file=sys.stderr)
-    print(summary(counts, time.perf_counter() - started), file=sys.stderr)
-    return 1 if items.problem else 0
-
-if __name__ == "__main__":
+        return USAGE_ERROR
     try:
-        sys.exit(main())
+        return tag_corpus(args)
+    except Stopped as stopped:
+        print(f"tag.py: stopped by {stopped}: {what_is_kept(args.output)}", file=sys.stderr)
+        return SIGNALLED + stopped.signum
+    except KeyboardInterrupt:
+        print(f"tag.py: interrupted: {what_is_kept(args.output)}", file=sys.stderr)
+        return SIGNALLED + signal.SIGINT
     except BrokenPipeError:
         # The reader went away (`tag.py ... | head`): stop quietly, as Unix tools do;
         # stdout to /dev/null, so that the interpreter's last flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+        return 1
+    except (Unreadable, OSError, ModelError) as error:  # ModelError: a model directory it cannot use
+        print(f"tag.py: error: {error} ({what_is_kept(args.output)})", file=sys.stderr)
+        return 1
+    except BrokenProcessPool:
+        print(f"tag.py: error: a worker process died (killed? out of memory?) ({what_is_kept(args.output)})",
+              file=sys.stderr)
+        return 1
+
+
+def tag_corpus(args: argparse.Namespace) -> int:
+    workers = worker_count(args.workers)
+    file_format = args.format or corpus.guess_format(args.input)
+    setup = (args.model_dir, args.backend, args.min_score, file_format)
+    counts, started = Counts(), time.perf_counter()
+    bar = tqdm(unit=" texts", file=sys.stderr, disable=not sys.stderr.isatty())
+    output = Output(args.output)
+    try:
+        with corpus.open_input(args.input) as stream, output.open() as written, bar:
+            items = Checked(corpus.read(stream, file_format, args.input), args.skip_errors)
+            work = chunks(items)
+            tagged = tag_here(work, setup) if workers == 1 else tag_in_processes(work, setup, workers)
+            with contextlib.closing(tagged):  # on an error here, the workers stop at once
+                for chunk in tagged:
+                    written.write(chunk.text)
+                    counts.add(chunk.counts)
+                    bar.update(chunk.counts.inputs)
+                    bar.set_postfix_str(f"{counts.tokens / (time.perf_counter() - started):,.0f} tokens/s",
+                                        refresh=False)
+        if not items.problem:
+            output.finish()
+    finally:
+        output.discard()
+    if items.problem:
+        print(f"tag.py: error: {items.problem} ({what_is_kept(args.output)}; --skip-errors goes on)",
+              file=sys.stderr)
+    print(summary(counts, time.perf_counter() - started), file=sys.stderr)
+    return 1 if items.problem else 0
+
+
+def what_is_kept(output: str) -> str:
+    return "what came before it is written" if output == "-" else f"nothing written to {output}"
+
+
+def stop_on_signals() -> None:
+    """A stop signal raises Stopped, so that the run unwinds: workers stopped,
+    temporary file removed. A second one, while that runs, is ignored."""
+    def stop(signum: int, _frame) -> None:
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+
+def exit_now(status: int) -> None:
+    """sys.exit; or os._exit where the workers were stopped and a thread of the
+    pool's is still there after THREADS_END_TIMEOUT_S (see _workers_stopped).
+    By then the output is closed and stderr written: nothing is lost, but the
+    resource tracker may warn of the pool's semaphores, which it removes."""
+    if _workers_stopped and not threads_ended(THREADS_END_TIMEOUT_S):
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
+def threads_ended(timeout_s: float) -> bool:
+    """Whether every thread that the interpreter waits for at exit ends within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    waited = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in waited:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in waited)
+
+
+if __name__ == "__main__":
+    stop_on_signals()
+    exit_now(main())
