@@ -13,8 +13,8 @@ what does a worker hold?
   Retry), or, with --ignore-retry-after, posts again at once, as a hostile one;
 - one client posts a 15-word text every SMALL_EVERY_S.
 Then: the small requests' p50 and p99; the heavy requests answered (200) and
-refused (503), and the slowest of each; every worker's peak RSS (polled every
-POLL_S) and RSS SETTLE_S after the load; and from the access log, the 200s
+refused (503), and the slowest of each; every worker's RSS idle before the
+load, its peak (polled every POLL_S) and SETTLE_S after the load; and from the access log, the 200s
 computed for clients that had left (answered in the log, never received).
 """
 
@@ -77,6 +77,7 @@ def watch_memory(server, until: threading.Event, peaks: dict[int, float]) -> Non
 
 def run(clients: int, seconds: float, honour_retry_after: bool, directory: Path) -> dict:
     with launcher.gunicorn(Path("/tmp") / f"heavy-clients-{time.time_ns()}.log", WORKERS, directory=directory) as server:
+        idle = {worker.pid: worker.memory_info().rss / 2**20 for worker in server.workers()}
         until = time.perf_counter() + seconds
         heavy: list = []
         small: list = []
@@ -110,6 +111,7 @@ def run(clients: int, seconds: float, honour_retry_after: bool, directory: Path)
                   "slowest_200_s": round(max((s for st, s in heavy if st == 200), default=0), 1),
                   "slowest_503_s": round(max((s for st, s in heavy if st == 503), default=0), 1),
                   "gave_up": sum(status is None for status, _ in heavy)},
+        "worker_idle_rss_mb": sorted(round(v) for v in idle.values()),
         "worker_peak_rss_mb": sorted(round(v) for v in peaks.values()),
         "worker_rss_after_mb": sorted(round(v) for v in settled.values()),
         "computed_for_clients_gone": logged_200 - received_200,

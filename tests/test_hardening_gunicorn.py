@@ -314,7 +314,7 @@ def test_a_burst_of_kept_alive_connections_is_shared_between_the_workers(tmp_pat
 # The largest request the default limits take: 50 texts of 1,999 tokens.
 MAXIMAL_BODY = json.dumps({"texts": ["a " * 1999] * 50}).encode()
 HEAVY_CLIENTS = 6
-ADMITTED_MAXIMAL = 3  # ADMITTED_WORK_TOKENS: three of them
+ADMITTED_MAXIMAL = 2  # ADMITTED_WORK_TOKENS: two of them
 
 
 def timed_post(port: int, body: bytes) -> tuple[int, str | None, float]:
