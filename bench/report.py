@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 
 from common import ROOT, pyplot
@@ -515,6 +516,10 @@ model cannot load exiting non-zero; a forged access-log line escaped) and `tests
     text += "\n" + public_section(load("public_overhead.json")) + "\n"
     text += "\n" + hardening_section(load("stalled_connections.json"), load("nginx_front.json")) + "\n"
     text += "\n" + corpus_section(load("corpus_throughput.json")) + "\n"
+    text += "\n" + heavy_clients_section(load("heavy_clients_before.json"), load("heavy_clients.json"),
+                                         load("heavy_clients_hostile.json")) + "\n"
+    text += "\n" + quota_section(load("quota_concurrency.json")) + "\n"
+    text += "\n" + waitress_section(load("waitress_front.json")) + "\n"
     return text
 
 
@@ -1044,6 +1049,90 @@ texts), and its JVM the most. Its CPU time for the same texts is the JVM's readi
 ways and Parquet writing besides the same tagging. spaCy's CPU time at `n_process=2` includes its parent
 process, which sends the texts and receives the Docs."""
 
+
+def heavy_row(name: str, data: dict) -> list:
+    small, heavy = data["small"], data["heavy"]
+    statuses = heavy["by_status"]
+    return [name, f"{small['answered']} of {small['sent']}", f"{small['p50_ms']:,.0f} / {small['p99_ms']:,.0f} ms",
+            f"{statuses.get('200', 0):,}", f"{statuses.get('503', 0):,}", heavy["gave_up"],
+            f"{heavy['slowest_200_s']} s" if statuses.get("200") else "none answered",
+            ", ".join(map(str, data["worker_peak_rss_mb"])), ", ".join(map(str, data["worker_rss_after_mb"])),
+            data["computed_for_clients_gone"]]
+
+
+def heavy_clients_section(before: dict, now: dict, hostile: dict) -> str:
+    """64 clients looping the largest body (bench/heavy_clients.py), before and with admission."""
+    return f"""## Heavy clients: admission (issue 32)
+
+{run_line(now["machine"])} (`bench/results/heavy_clients.json`); the same for the service before admission
+(`--directory` a checkout of {before["machine"]["command"].split("--directory ")[1].split()[0]} at 442627e:
+`bench/results/heavy_clients_before.json`) and for clients that ignore `Retry-After`
+(`--ignore-retry-after`: `bench/results/heavy_clients_hostile.json`), one after the other on the same machine.
+{now["clients"]} clients each post the largest body the limits take (50 texts of 1,999 tokens) again and
+again for {now["seconds"]:.0f} s, each giving up after 30 s as Heroku's router does; one client posts a
+15-word text every 0.2 s. 2 workers; the load generator shares the 2 cores with the server.
+
+{table(["server", "small answered", "small p50 / p99", "heavy 200", "heavy 503", "heavy given up at 30 s",
+        "slowest 200", "worker peak RSS MB", "RSS 5 s after MB", "200s computed for clients gone"],
+       [heavy_row("before admission", before), heavy_row("admission, clients honour Retry-After", now),
+        heavy_row("admission, clients ignore Retry-After", hostile)])}
+
+Targets: small requests p99 ≤ 1 s; every heavy request answered or refused within 30 s; worker peak RSS
+≤ 300 MB and ≤ 150 MB 5 s after (idle before the load: {", ".join(map(str, now["worker_idle_rss_mb"]))} MB);
+no answer computed for a client that left. Every refusal came within
+{max(now["heavy"]["slowest_503_s"], hostile["heavy"]["slowest_503_s"], 0.1)} s. Clients
+that ignore `Retry-After` post {hostile["heavy"]["by_status"].get("503", 0):,} bodies that are refused, and
+the refusals and the load generator's own {hostile["clients"]} threads take most of a core: heavy answers
+then come near 30 s, and a request whose client left during its last slice is counted above (it was tagged
+to the end before the check between slices could see it)."""
+
+
+def quota_section(data: dict) -> str:
+    """Quotas under concurrency and many addresses (bench/quota_concurrency.py)."""
+    tokens, many = data["tokens_against_the_allowance"], data["many_clients"]
+    return f"""## Quotas under attack (issue 32)
+
+{run_line(data["machine"])} (`bench/results/quota_concurrency.json`).
+
+- {tokens["threads"]} threads for {tokens["seconds"]:.0f} s, each posting 600-token bodies against
+  `NER_TOKEN_RATE_LIMIT=1000/5second` counted in Redis: {tokens["requests"]:,} requests,
+  {tokens["answered"]} answered ({tokens["tokens_answered"]:,} tokens) against at most
+  {tokens["tokens_allowed_at_most"]:,} allowed in {tokens["windows_at_most"]} windows (target: no more than the
+  allowance plus one request); the rest 429; Redis never below {tokens["lowest_redis_count"]}; the most
+  `X-RateLimit-Remaining-Tokens` seen: {tokens["most_remaining_tokens_header"]:,}.
+- {many["requests"]:,} requests, each from a new address in `X-Forwarded-For`, to one worker counting in its
+  memory: RSS {many["rss_before_mb"]} → {many["rss_after_mb"]} MB (+{many["rss_growth_mb"]}; target ≤ 20 MB),
+  p50 {many["p50_first_thousand_ms"]} ms for the first thousand and {many["p50_last_thousand_ms"]} ms for the
+  last (target: within 1.2x)."""
+
+
+def waitress_row(data: dict, server: str) -> list:
+    one, eight = (statistics.median(r[key] for r in data["ordinary_traffic"][c]["rounds"][server])
+                  for c, key in (("1", "req_s"), ("8", "req_s")))
+    memory, flood = data["memory"][server], data["flood"][server]["normal_during_flood"]
+    sigterm = data["sigterm"].get(server)
+    return [server, f"{one:.0f}", f"{eight:.0f}", f"{memory['footprint_mb']:.0f} ({memory['pss_mb']:.0f})",
+            f"{flood['answered']:,}, {flood['failed']}, {flood['p99_ms']:.1f} ms",
+            data["stalled_head"][server]["status_line"].removeprefix("HTTP/1.1 "),
+            f"{sigterm['not_answered']} of {sigterm['answered'] + sigterm['not_answered']}" if sigterm else ""]
+
+
+def waitress_section(data: dict) -> str:
+    """The buffered worker against waitress (bench/waitress_front.py; docs/security.md decides)."""
+    servers = list(data["memory"])
+    return f"""## The server not chosen: waitress
+
+{run_line(data["machine"])}, load average at the end {", ".join(f"{x:.2f}" for x in data["load_average_at_end"])}
+(`bench/results/waitress_front.json`), waitress {data["waitress"]}, gunicorn {data["gunicorn"]}; a busy
+2-core machine. The working tree served four ways side by side; wrk, medians of the rounds.
+docs/security.md draws the conclusion: the buffered worker is kept.
+
+{table(["server", "req/s, 1 connection", "req/s, 8 connections", "idle footprint (PSS) MB",
+        "flood: normal answered, failed, p99", "a stalled head gets", "SIGTERM: heavy requests not answered"],
+       [waitress_row(data, server) for server in servers])}
+
+With waitress's defaults (100 connections, 120 s timeout) under the same flood:
+{data["flood_waitress_defaults"]["normal_during_flood"]["answered"]} normal requests answered."""
 
 if __name__ == "__main__":
     main()
