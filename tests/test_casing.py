@@ -1,8 +1,38 @@
-"""Sentences with no word capitalised as a name go to the caseless tagger, the rest to the cased one."""
+"""Sentences not written with normal case go to the caseless tagger, the rest to
+the cased one; and text recased as people type it, to score the taggers."""
 
+
+import numpy as np
 import pytest
 
-from model.casing import CaseRouter, is_caseless
+from model.casing import (
+    CASINGS,
+    CaseRouter,
+    ScoredTags,
+    clauses,
+    entity_character_spans,
+    is_caseless,
+    lower_char,
+    lower_spans,
+    lowercase_capitalised,
+    mixed_case,
+    recase_sentences,
+    sentence_case,
+    title_case,
+    upper_char,
+)
+from model.training.data import DEFAULT_DATA_DIR, read_conll
+
+# The issue's sentences (28), typed as people type them; the cased tagger found nothing in them.
+TYPED_AS_PEOPLE_TYPE = [
+    ("Going to paris with john smith tomorrow", [("paris", "LOC"), ("john smith", "PER")]),
+    ("Meeting with microsoft in seattle next week", [("microsoft", "ORG"), ("seattle", "LOC")]),
+    ("The european union fined google in brussels.",
+     [("european union", "ORG"), ("google", "ORG"), ("brussels", "LOC")]),
+    ("Angela Merkel met Tim Cook. the european union fined google in brussels.",
+     [("Angela Merkel", "PER"), ("Tim Cook", "PER"), ("european union", "ORG"), ("google", "ORG"),
+      ("brussels", "LOC")]),
+]
 
 
 @pytest.mark.parametrize(("words", "caseless"), [
@@ -20,6 +50,23 @@ from model.casing import CaseRouter, is_caseless
     (["東京", "2020"], False),
     (["straße", "über"], True),
     ([], False),
+    # Sentence case: a sentence's first word and "I" are capitals of any text.
+    (["Going", "to", "paris", "with", "john", "smith", "tomorrow"], True),
+    (["\"", "Meeting", "with", "microsoft", "in", "seattle"], True),
+    (["I", "met", "john", "in", "paris"], True),
+    (["So", "I", "'m", "told", "and", "I'll", "see", "I'm", "sure"], True),
+    (["Germany", "beat", "italy"], True),
+    (["Germany", "beat", "Italy"], False),
+    (["Bernardin", "died", "from", "AIDS", "last", "year"], False),  # an acronym: written with care
+    # Title Case: nearly every word capitalised, small words too.
+    (["Going", "To", "Paris", "With", "John", "Smith"], True),
+    (["The", "European", "Union", "Fined", "Google", "In", "Brussels", "."], True),
+    (["Bank", "of", "America", "Names", "Its", "New", "Chief"], True),
+    # ... but lines of names and headings, with no small word capitalised, are news as written.
+    (["Given", ",", "Breen", ",", "Staunton", ",", "Irwin", "."], False),
+    (["Lead", "Underwriter", "Bear", "Stearns", "&", "Co", "Inc"], False),
+    (["The", "Hague"], False),
+    (["Group", "A", ":", "Italy", "3", "Georgia", "0"], False),
 ])
 def test_is_caseless(words, caseless):
     assert is_caseless(words) is caseless
@@ -40,14 +87,196 @@ class Recorder:
 
 def test_each_sentence_goes_to_one_tagger_in_one_call_and_comes_back_in_order():
     cased, caseless = Recorder("cased"), Recorder("caseless")
-    sentences = [["I", "love", "Paris"], ["paris", "!"], ["Rome"], ["ROME", "."]]
+    sentences = [["I", "love", "Paris"], ["paris", "!"], ["Rome", "or", "Milan"], ["ROME", "."]]
     assert CaseRouter(cased, caseless).tag(sentences) == [
-        ["cased"] * 3, ["caseless"] * 2, ["cased"], ["caseless"] * 2]
-    assert cased.calls == [[["I", "love", "Paris"], ["Rome"]]]
+        ["cased"] * 3, ["caseless"] * 2, ["cased"] * 3, ["caseless"] * 2]
+    assert cased.calls == [[["I", "love", "Paris"], ["Rome", "or", "Milan"]]]
     assert caseless.calls == [[["paris", "!"], ["ROME", "."]]]
 
 
 def test_a_tagger_with_no_sentences_is_not_called():
     cased, caseless = Recorder("cased"), Recorder("caseless")
-    assert CaseRouter(cased, caseless).tag([["Paris"]]) == [["cased"]]
+    assert CaseRouter(cased, caseless).tag([["I", "love", "Paris"]]) == [["cased"] * 3]
     assert caseless.calls == []
+
+
+class ScoredRecorder(Recorder):
+    def tag_scored(self, sentences):
+        self.calls.append(sentences)
+        return [ScoredTags([self.name] * len(s), np.arange(len(s), dtype=float)) for s in sentences]
+
+
+def test_the_caseless_tagger_gets_capitalised_words_lowercased():
+    cased, caseless = Recorder("cased"), Recorder("caseless")
+    CaseRouter(cased, caseless).tag([["Going", "to", "Paris", "With", "NATO"], ["Going", "to", "Paris"]])
+    assert cased.calls == [[["Going", "to", "Paris"]]]
+    assert caseless.calls == [[["going", "to", "paris", "with", "NATO"]]]
+
+
+@pytest.mark.parametrize(("words", "lowered"), [
+    (["Going", "to", "paris"], ["going", "to", "paris"]),
+    (["McCague", "NATO", "I", "iPhone", "'S", "(Reuters"], ["mccague", "NATO", "I", "iPhone", "'S", "(reuters"]),
+    (["İstanbul"], ["İstanbul"]),  # "İ" lowercases to two characters: kept
+])
+def test_lowercase_capitalised(words, lowered):
+    assert lowercase_capitalised(words) == lowered
+
+
+@pytest.mark.parametrize(("words", "pieces"), [
+    (["Tim", "Cook", ".", "the", "end", "."], [["Tim", "Cook", "."], ["the", "end", "."]]),
+    (["Hi", "!", "ok", "?", "yes"], [["Hi", "!"], ["ok", "?"], ["yes"]]),
+    (["Tim", "Cook", ".", "The", "end"], [["Tim", "Cook", ".", "The", "end"]]),  # the tokenizer splits those
+    (["1.5", "pct", ".", "."], [["1.5", "pct", ".", "."]]),
+    ([], [[]]),
+])
+def test_clauses(words, pieces):
+    assert clauses(words) == pieces
+
+
+def test_clauses_of_different_routes_are_tagged_apart_and_joined():
+    cased, caseless = ScoredRecorder("cased"), ScoredRecorder("caseless")
+    sentence = ["Angela", "Merkel", "met", "Tim", "Cook", ".", "the", "union", "fined", "google", "."]
+    [result] = CaseRouter(cased, caseless).tag_scored([sentence])
+    assert result.tags == ["cased"] * 6 + ["caseless"] * 5
+    assert result.scores.tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
+    assert cased.calls == [[sentence[:6]]] and caseless.calls == [[sentence[6:]]]
+
+
+def test_clauses_of_one_route_stay_one_sentence():
+    cased, caseless = Recorder("cased"), Recorder("caseless")
+    sentence = ["Angela", "Merkel", "met", "Tim", "Cook", ".", "then", "Obama", "came", "."]
+    assert CaseRouter(cased, caseless).tag([sentence]) == [["cased"] * 10]
+    assert cased.calls == [[sentence]]
+
+
+@pytest.mark.parametrize(("ch", "lower", "upper"), [
+    ("A", "a", "A"), ("a", "a", "A"), ("1", "1", "1"),
+    ("ß", "ß", "ß"),  # "SS" upper-cased: kept
+    ("İ", "İ", "İ"),  # "i̇" lowercased: kept
+    ("ŉ", "ŉ", "ŉ"),  # "ʼN" upper-cased: kept
+    ("Σ", "σ", "Σ"),
+])
+def test_case_mappings_of_more_than_one_character_keep_the_character(ch, lower, upper):
+    assert (lower_char(ch), upper_char(ch)) == (lower, upper)
+
+
+@pytest.mark.parametrize(("text", "recased"), [
+    ("Angela Merkel visited WASHINGTON .", "Angela merkel visited washington ."),
+    ('" going to Paris', '" Going to paris'),
+    ("1996-08-30 LONDON", "1996-08-30 London"),
+    ("straße İSTANBUL", "Straße İstanbul"),
+    ("", ""),
+    ("1 - 0", "1 - 0"),
+])
+def test_sentence_case(text, recased):
+    assert sentence_case(text) == recased
+
+
+@pytest.mark.parametrize(("text", "recased"), [
+    ("angela merkel visited WASHINGTON .", "Angela Merkel Visited Washington ."),
+    ("o'neil of the U.S. 's", "O'Neil Of The U.S. 'S"),
+    ("3rd 1990s mid-1996 x2", "3rd 1990s Mid-1996 X2"),
+    ("mcCAGUE", "Mccague"),
+    ("straße", "Straße"),
+    ("ßa", "ßa"),  # "ß" upper-cased is "SS": kept
+])
+def test_title_case(text, recased):
+    assert title_case(text) == recased
+
+
+@pytest.mark.parametrize(("text", "spans", "recased"), [
+    ("Angela Merkel met Tim Cook", [(0, 13)], "angela merkel met Tim Cook"),
+    ("Angela Merkel met Tim Cook", [(18, 26), (0, 6)], "angela Merkel met tim cook"),
+    ("NATO in PARIS", [], "NATO in PARIS"),
+    ("İSTANBUL", [(0, 8)], "İstanbul"),
+])
+def test_lower_spans(text, spans, recased):
+    assert lower_spans(text, spans) == recased
+
+
+class Draws:
+    """A random generator that gives the draws it was given."""
+
+    def __init__(self, *draws: float):
+        self.draws = list(draws)
+
+    def random(self) -> float:
+        return self.draws.pop(0)
+
+
+@pytest.mark.parametrize(("draws", "recased"), [
+    ((0.2, 0.7, 0.4), "angela merkel met Tim Cook in berlin"),
+    ((0.5, 0.9, 0.5), "Angela Merkel met Tim Cook in Berlin"),
+    ((0.0, 0.49, 0.99), "angela merkel met tim cook in Berlin"),
+])
+def test_mixed_case_lowercases_each_entity_whose_draw_is_below_one_half(draws, recased):
+    text, entities = "Angela Merkel met Tim Cook in Berlin", [(0, 13), (18, 26), (30, 36)]
+    assert mixed_case(text, entities, Draws(*draws)) == recased
+
+
+def test_entity_character_spans():
+    words, tags = ["Angela", "Merkel", "met", "Tim", "Cook"], ["B-PER", "I-PER", "O", "B-PER", "I-PER"]
+    assert entity_character_spans(words, tags) == [(0, 13), (18, 26)]
+
+
+@pytest.fixture(scope="module")
+def dev_sentences():
+    return [(s.words, s.tags) for s in read_conll(DEFAULT_DATA_DIR / "valid.txt")]
+
+
+@pytest.mark.parametrize("casing", ["sentence", "title", "mixed"])
+def test_recasing_real_text_keeps_every_character_in_place(dev_sentences, casing):
+    recased = recase_sentences(dev_sentences, casing)
+    assert recased == recase_sentences(dev_sentences, casing)  # the same every run
+    for (words, tags), new in zip(dev_sentences, recased, strict=True):
+        assert [len(w) for w in new] == [len(w) for w in words]
+        text, new_text = " ".join(words), " ".join(new)
+        # The gold offsets still hold: each entity is the same letters, recased.
+        for start, end in entity_character_spans(words, tags):
+            assert lower_spans(new_text, [(start, end)])[start:end] == lower_spans(text, [(start, end)])[start:end]
+
+
+def test_mixed_lowercases_about_half_the_entities_and_nothing_else(dev_sentences):
+    recased = recase_sentences(dev_sentences, "mixed")
+    lowered = total = 0
+    for (words, tags), new in zip(dev_sentences, recased, strict=True):
+        text, new_text = " ".join(words), " ".join(new)
+        spans = entity_character_spans(words, tags)
+        inside = {i for start, end in spans for i in range(start, end)}
+        assert all(new_text[i] == text[i] for i in range(len(text)) if i not in inside)
+        for start, end in spans:
+            total += 1
+            lowered += new_text[start:end] != text[start:end] or text[start:end] == text[start:end].lower()
+    assert 0.45 < lowered / total < 0.55
+
+
+def test_sentence_and_title_case_of_real_text(dev_sentences):
+    words, tags = next((w, t) for w, t in dev_sentences if w[:3] == ["West", "Indian", "all-rounder"])
+    assert recase_sentences([(words, tags)], "sentence")[0][:6] == [
+        "West", "indian", "all-rounder", "phil", "simmons", "took"]
+    assert recase_sentences([(words, tags)], "title")[0][:6] == [
+        "West", "Indian", "All-Rounder", "Phil", "Simmons", "Took"]
+
+
+def test_every_casing_has_a_recasing(dev_sentences):
+    for casing in CASINGS:
+        assert len(recase_sentences(dev_sentences[:3], casing)) == 3
+    with pytest.raises(ValueError, match="casing must be one of"):
+        recase_sentences(dev_sentences[:1], "camel")
+
+
+@pytest.mark.parametrize(("text", "entities"), TYPED_AS_PEOPLE_TYPE)
+def test_text_typed_as_people_type_it_through_the_service(client, text, entities):
+    result = client.post("/api", json={"text": text}).get_json()
+    assert [(e["text"], e["type"]) for e in result["entities"]] == entities
+
+
+@pytest.mark.parametrize("casing", CASINGS)
+def test_entities_cut_the_text_exactly_in_every_casing(client, casing):
+    words = ["Angela", "Merkel", "met", "Tim", "Cook", "of", "Apple", "in", "Berlin", "."]
+    tags = ["B-PER", "I-PER", "O", "B-PER", "I-PER", "O", "B-ORG", "O", "B-LOC", "O"]
+    text = " ".join(recase_sentences([(words, tags)], casing)[0])
+    entities = client.post("/api", json={"text": text}).get_json()["entities"]
+    assert entities and all(e["text"] == text[e["start"] : e["end"]] for e in entities)
+    assert all(text[e["start"] : e["end"]].lower() in {"angela merkel", "tim cook", "apple", "berlin"}
+               for e in entities)

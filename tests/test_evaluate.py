@@ -45,3 +45,49 @@ def test_evaluate_command_on_a_two_column_file(tmp_path, model_dir):
     )
     assert "FB1: 100.00" in result.stdout
     assert "     PER    100.00  100.00  100.00       1" in result.stdout
+
+
+class WordsRecorder:
+    """A tagger that tags every word O and keeps the words it was given."""
+
+    def __init__(self):
+        self.sentences = []
+
+    def tag(self, sentences):
+        self.sentences += sentences
+        return [["O"] * len(s) for s in sentences]
+
+
+@pytest.mark.parametrize(("casing", "words"), [
+    ("as_written", [["I", "love", "Paris"], ["Angela", "Merkel", "met", "O'Neil"]]),
+    ("lower", [["i", "love", "paris"], ["angela", "merkel", "met", "o'neil"]]),
+    ("upper", [["I", "LOVE", "PARIS"], ["ANGELA", "MERKEL", "MET", "O'NEIL"]]),
+    ("sentence", [["I", "love", "paris"], ["Angela", "merkel", "met", "o'neil"]]),
+    ("title", [["I", "Love", "Paris"], ["Angela", "Merkel", "Met", "O'Neil"]]),
+])
+def test_evaluate_tags_the_words_in_the_casing_asked_for(monkeypatch, tmp_path, casing, words):
+    from model.training import evaluate
+
+    path = tmp_path / "mine.txt"
+    path.write_text("I O\nlove O\nParis B-LOC\n\nAngela B-PER\nMerkel I-PER\nmet O\nO'Neil B-PER\n", encoding="utf-8")
+    recorder = WordsRecorder()
+    monkeypatch.setattr(evaluate, "load_tagger", lambda directory, backend: recorder)
+    evaluate.evaluate(tmp_path, path, case=casing)
+    assert recorder.sentences == words
+
+
+def test_evaluate_mixed_lowercases_whole_entities_the_same_way_every_run(monkeypatch, tmp_path):
+    from model.training import evaluate
+
+    path = tmp_path / "mine.txt"
+    path.write_text("Angela B-PER\nMerkel I-PER\nmet O\nParis B-LOC\n\n" * 20, encoding="utf-8")
+    runs = []
+    for _ in range(2):
+        recorder = WordsRecorder()
+        monkeypatch.setattr(evaluate, "load_tagger", lambda directory, backend, r=recorder: r)
+        evaluate.evaluate(tmp_path, path, case="mixed")
+        runs.append(recorder.sentences)
+    assert runs[0] == runs[1]
+    persons = {tuple(words[:2]) for words in runs[0]}
+    assert persons == {("Angela", "Merkel"), ("angela", "merkel")}  # each entity lowercased whole, or kept
+    assert {words[2] for words in runs[0]} == {"met"} and {words[3] for words in runs[0]} == {"Paris", "paris"}
