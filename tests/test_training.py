@@ -16,7 +16,7 @@ from model.training import artifact, ensemble, glove
 from model.training import export as export_module
 from model.training.data import Sentence
 from model.training.export import export
-from model.training.train import recased_at_random, train
+from model.training.train import choice_f1, recased_at_random, train
 from model.vocab import Vocab
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
@@ -257,3 +257,9 @@ def test_an_ensemble_that_passes_parity_replaces_the_model(tiny_ensemble, export
     assert (exported_copy / files.SAVED_MODEL).is_dir() and (exported_copy / files.PARITY).exists()
     assert load_tagger(exported_copy, "onnx").tag([["Paris"]]) == load_tagger(exported_copy, "tensorflow").tag([["Paris"]])
 
+
+
+def test_a_cased_network_is_chosen_on_text_as_written_a_recased_one_on_every_case():
+    by_case = {"as_written": 94.0, "lower": 0.0, "upper": 80.0}
+    assert choice_f1(by_case, Config(recase_lower=0, recase_upper=0)) == 94.0
+    assert choice_f1(by_case, Config(recase_lower=0.25, recase_upper=0.25)) == pytest.approx(58.0)

@@ -30,6 +30,25 @@ class CRF(keras.layers.Layer):
         )
 
 
+    def marginal_log_likelihood(self, emissions: tf.Tensor, allowed: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """log of the summed probability of every tag path that keeps to
+        `allowed` [batch, time, tags] (1 where a tag is allowed, 0 where not),
+        for data whose labels leave some tags open: an O of a data set that
+        never labelled a type may be that type (Greenberg et al., 2018,
+        "Marginal likelihood training of BiLSTM-CRF for biomedical named entity
+        recognition from disjoint label sets"). With one tag allowed a token it
+        is log_likelihood. [batch]"""
+        # A large finite penalty, not -inf: a disallowed tag then has a zero
+        # gradient instead of a NaN one.
+        constrained = emissions + (1.0 - allowed) * DISALLOWED
+        return log_partition(constrained, lengths, self.transitions, self.start, self.end) - log_partition(
+            emissions, lengths, self.transitions, self.start, self.end
+        )
+
+
+DISALLOWED = -1e4
+
+
 def sequence_score(emissions, tags, lengths, transitions, start, end) -> tf.Tensor:
     """The unnormalized score of the given tag paths: [batch]."""
     time = tf.shape(emissions)[1]

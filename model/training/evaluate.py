@@ -1,8 +1,9 @@
 """Score a trained model: `python -m model.training.evaluate --split test [--model results/crf]`.
 
 Prints a conlleval-style table for a split of the data directory (train,
-valid, test) or for any CoNLL file (--file). `--case lower|upper` recases the
-words first, to score the model on text without normal case. Scores of the dev
+valid, test) or for any CoNLL file (--file). `--case` recases the words first
+(model.casing.CASINGS: lower, upper, sentence, title, mixed), to score the
+model on text without normal case. Scores of the dev
 and test splits are also written to <model>/metrics.json (as written under
 "dev" and "test", recased under "dev_lower", "test_upper" and so on), and the
 F1 as written to meta.json, which the service reports.
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from model import files
 from model.backends import BACKENDS, load_tagger
+from model.casing import CASINGS, recase_sentences
 from model.tags import Report, format_report, score
-from model.training.data import CASES, DEFAULT_DATA_DIR, read_conll, recase
+from model.training.data import DEFAULT_DATA_DIR, read_conll
 from model.training.export import write_meta
 
 METRICS_KEYS = {"valid": "dev", "test": "test"}
@@ -25,7 +27,8 @@ METRICS_KEYS = {"valid": "dev", "test": "test"}
 
 def evaluate(directory: Path, path: Path, backend: str = "onnx", case: str = "as_written") -> Report:
     sentences = read_conll(path)
-    predicted = load_tagger(directory, backend).tag([recase(s.words, case) for s in sentences])
+    recased = recase_sentences([(s.words, s.tags) for s in sentences], case)
+    predicted = load_tagger(directory, backend).tag(recased)
     return score([s.tags for s in sentences], predicted)
 
 
@@ -38,7 +41,9 @@ def record(directory: Path, split: str, path: Path, report: Report, case: str = 
     """Keep the split's figures in metrics.json beside the model (and the F1 in meta.json)."""
     metrics = files.read_json(directory, files.METRICS)
     training = files.read_json(directory, files.TRAINING)
-    trained_on = {name for member in training.get("members", []) for name in member.get("data", {}).get("files", [])}
+    # An ensemble lists its members; one network's training.json is its own (as in export.write_meta).
+    members = training.get("members", [training] if training else [])
+    trained_on = {name for member in members for name in member.get("data", {}).get("files", [])}
     metrics[metrics_key(split, case)] = {
         "file": path.name,
         # False for dev when the networks were trained on train + dev: then only test is a fair measure.
@@ -61,7 +66,7 @@ def main() -> None:
     source.add_argument("--file", type=Path, help="any CoNLL file (2 or 4 columns)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
-    parser.add_argument("--case", choices=CASES, default="as_written", help="recase the words before tagging")
+    parser.add_argument("--case", choices=CASINGS, default="as_written", help="recase the words before tagging")
     args = parser.parse_args()
     path = args.file or args.data_dir / f"{args.split}.txt"
     report = evaluate(args.model, path, args.backend, args.case)

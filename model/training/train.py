@@ -1,10 +1,16 @@
 """Train one network: `python -m model.training.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
 
-Early stopping on dev F1; the best epoch is kept, with its ONNX graph and CRF
-scores (model.training.export, without the SavedModel and the parity check:
-the ensemble of the networks gets those). Every epoch leaves a checkpoint in
---run-dir, and a rerun of the same command resumes from it. Progress goes to
-the terminal and to <run-dir>/train.log.
+The data is checked first (a malformed line, a tag not in IOB2 or a file
+without entities stops it, naming the file and line) and summarised. Early
+stopping on dev F1: valid.txt, or without one a seeded tenth of train.txt held
+out. The best epoch is kept, with its ONNX graph and CRF scores
+(model.training.export, without the SavedModel and the parity check: the
+ensemble of the networks gets those), ready to serve from --out. Every epoch
+leaves a checkpoint in --run-dir, and a rerun of the same command resumes from
+it. Progress goes to the terminal and to <run-dir>/train.log.
+
+With --keep-types, the data directory holds only new types, and the network
+learns them together with the committed model's own (model.training.keep_types).
 """
 
 from __future__ import annotations
@@ -24,9 +30,18 @@ from tqdm import tqdm
 
 from model import files
 from model.config import Config
-from model.tags import score
-from model.training import artifact, glove
-from model.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
+from model.tags import format_report, score
+from model.training import artifact, glove, keep_types
+from model.training.data import (
+    CASES,
+    DEFAULT_DATA_DIR,
+    DataFormatError,
+    Sentence,
+    read_splits,
+    recase,
+    summary,
+)
+from model.training.evaluate import evaluate, record
 from model.training.export import export
 from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
 from model.vocab import UNK, Vocab
@@ -68,12 +83,20 @@ def drop_singletons(word_ids: np.ndarray, singletons: np.ndarray, unk_id: int, r
     return np.where(dropped, unk_id, word_ids).astype(word_ids.dtype)
 
 
-def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer):
-    @tf.function(input_signature=[*INPUT_SIGNATURE, TAGS_SPEC, LENGTHS_SPEC])
-    def train_step(word_ids, char_ids, casing_ids, tag_ids, lengths):
+# With --keep-types: the tags each token may have, [batch, time, tags], instead of its tag.
+ALLOWED_SPEC = tf.TensorSpec([None, None, None], tf.float32, "allowed")
+
+
+def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer, marginal: bool = False):
+    """One step on a batch, on the log-likelihood of its tags; with marginal,
+    on the marginal log-likelihood of the tags each token may have."""
+    likelihood = tagger.crf.marginal_log_likelihood if marginal else tagger.crf.log_likelihood
+
+    @tf.function(input_signature=[*INPUT_SIGNATURE, ALLOWED_SPEC if marginal else TAGS_SPEC, LENGTHS_SPEC])
+    def train_step(word_ids, char_ids, casing_ids, targets, lengths):
         with tf.GradientTape() as tape:
             emissions = tagger(word_ids, char_ids, casing_ids, training=True)
-            loss = -tf.reduce_mean(tagger.crf.log_likelihood(emissions, tag_ids, lengths))
+            loss = -tf.reduce_mean(likelihood(emissions, targets, lengths))
         gradients = tape.gradient(loss, tagger.trainable_variables)
         optimizer.apply(gradients, tagger.trainable_variables)
         return loss
@@ -95,6 +118,16 @@ def dev_f1_by_case(directory: Path, sentences: list[Sentence]) -> dict[str, floa
     tagger = artifact.TensorFlowTagger(directory)
     gold = [s.tags for s in sentences]
     return {case: score(gold, tagger.tag([recase(s.words, case) for s in sentences])).overall.f1 for case in CASES}
+
+
+def choice_f1(by_case: dict[str, float], config: Config) -> float:
+    """The dev F1 that the epoch is chosen on. A network trained on recased
+    text: the mean over the three cases, so that no case is given up. A cased
+    network (no recasing) is chosen on text as written, as the committed cased
+    networks' dev runs were: lowercase and uppercase text is the caseless
+    networks' (model/casing.py), and a cased network's scores there are noise."""
+    recased = config.recase_lower or config.recase_upper
+    return float(np.mean([by_case[case] for case in (CASES if recased else ("as_written",))]))
 
 
 class Checkpoint:
@@ -140,10 +173,18 @@ def train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> float
 
 def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> float:
     keras.utils.set_random_seed(config.seed)
-    train_set = read_conll(data_dir / "train.txt")
-    dev_set = read_conll(data_dir / "valid.txt")
+    train_set, dev_set, dev_source = read_splits(data_dir)
     if config.train_on_dev:
         train_set += dev_set
+    log.info(summary(f"{data_dir}/train.txt", train_set))
+    log.info(summary(f"dev ({dev_source})", dev_set))
+    # With --keep-types, the base data, whose O may be a new type (model.training.keep_types).
+    base_set, open_types = keep_types.read_base(data_dir)
+    if base_set:
+        log.info(summary(f"{data_dir}/{keep_types.BASE_FILE}, whose O may be {', '.join(sorted(open_types))}",
+                         base_set))
+    partial = np.array([False] * len(train_set) + [True] * len(base_set))
+    train_set = train_set + base_set
     glove_words, glove_vectors = glove.load()
     pairs = [(s.words, s.tags) for s in train_set]
     vocab = Vocab.build(pairs, glove_words, config.keep_pretrained)
@@ -152,12 +193,14 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
     log.info("vocabulary: %d words, %d chars, tags %s", len(vocab.words), len(vocab.chars), vocab.tags)
     singletons = singleton_ids(vocab, train_set)
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
-    train_step = make_train_step(tagger, optimizer)
+    train_step = make_train_step(tagger, optimizer, marginal=bool(open_types))
 
     checkpoint = Checkpoint(run_dir / "last")
     best_dir = run_dir / "best"
     data = {"dir": data_dir.resolve().name, "files": ["train.txt", "valid.txt"] if config.train_on_dev else ["train.txt"],
             "sentences": len(train_set)}
+    if base_set:
+        data.update(files=[*data["files"], keep_types.BASE_FILE], new_types=sorted(open_types))
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "lr_decays": [], "data": data, "history": []}
     if checkpoint.exists():
         state = checkpoint.restore(tagger, optimizer)
@@ -176,6 +219,8 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             sentences = [epoch_set[i] for i in indices]
             batch = vocab.encode([s.words for s in sentences])
             tag_ids = vocab.encode_tags([s.tags for s in sentences])
+            if open_types:
+                tag_ids = keep_types.allowed_tags(tag_ids, partial[indices], list(vocab.tags), open_types)
             word_ids = drop_singletons(batch.word_ids, singletons, vocab.word_index[UNK], config.singleton_unk, rng)
             loss = train_step(word_ids, batch.char_ids, batch.casing_ids, tag_ids, batch.lengths)
             losses.append(float(loss))
@@ -187,9 +232,8 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
             improved = True  # dev is training data here: the last epoch is the model
         else:
             by_case = dev_f1_by_case(run_dir / "epoch", dev_set)
-            # Chosen on the mean over the three cases, so that no case is given up.
-            f1 = float(np.mean(list(by_case.values())))
-            entry.update({"dev_f1": by_case["as_written"], "dev_f1_by_case": by_case, "dev_f1_mean": f1})
+            f1 = choice_f1(by_case, config)
+            entry.update({"dev_f1": by_case["as_written"], "dev_f1_by_case": by_case, "dev_f1_choice": f1})
             improved = f1 > state["best_f1"]
             if improved:
                 state["best_f1"] = f1
@@ -207,7 +251,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         checkpoint.save(tagger, optimizer, state)
         log.info("epoch %d: loss %.4f, %s, %.0fs", epoch, np.mean(losses),
                  "trained on train + dev" if config.train_on_dev else
-                 f"dev F1 {entry['dev_f1_by_case']} mean {entry['dev_f1_mean']:.2f} "
+                 f"dev F1 {entry['dev_f1_by_case']}, chosen on {entry['dev_f1_choice']:.2f} "
                  f"(best {state['best_f1']:.2f} at epoch {state['best_epoch']})", time.time() - started)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,9 +262,27 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
     return state["best_f1"]
 
 
+def score_splits(model_dir: Path, data_dir: Path) -> None:
+    """The exported model's per-type scores on the data's valid.txt and
+    test.txt, where they exist: printed, and kept in <model>/metrics.json."""
+    for split in ("valid", "test"):
+        path = data_dir / f"{split}.txt"
+        if path.exists():
+            report = evaluate(model_dir, path)
+            record(model_dir, split, path, report)
+            log.info("%s (kept in %s):\n%s", path, model_dir / files.METRICS, format_report(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="holds train.txt and valid.txt")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="holds train.txt and valid.txt (without it, a tenth of train.txt is held out)")
+    parser.add_argument("--keep-types", nargs="?", type=Path, const=keep_types.BASE_MODEL, metavar="MODEL",
+                        help="the data labels only new types: learn them together with MODEL's own types "
+                             f"(default {keep_types.BASE_MODEL.relative_to(files.REPOSITORY)}), "
+                             "which tags the data where it says O; trained with --keep-data")
+    parser.add_argument("--keep-data", type=Path, default=keep_types.BASE_DATA,
+                        help="with --keep-types: the data MODEL learnt from, its labels of the new types made O")
     # Not results/crf by default: one network must not silently replace the
     # committed ensemble (model.training.ensemble writes that).
     parser.add_argument("--out", type=Path, help="where the best model goes (default: <run-dir>/out)")
@@ -245,9 +307,17 @@ def main() -> None:
                     train_on_dev=args.train_on_dev,
                     decay_epochs=tuple(args.decay_epochs))
     out = args.out or args.run_dir / "out"
-    train(config, args.data_dir, out, args.run_dir)
-    export(out, data_dir=None, saved_model=False)
-    log.info("exported for serving (ONNX and CRF; no SavedModel, no parity check) into %s", out)
+    try:
+        data_dir = args.data_dir
+        if args.keep_types:
+            data_dir = keep_types.prepare(data_dir, args.run_dir, args.keep_types, args.keep_data)
+        train(config, data_dir, out, args.run_dir)
+        export(out, data_dir=None, saved_model=False)
+        log.info("exported for serving (ONNX and CRF; no SavedModel, no parity check) into %s", out)
+        score_splits(out, data_dir)
+    except DataFormatError as error:
+        # The user's data is wrong, not the program: one line, no traceback.
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":
