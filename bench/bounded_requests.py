@@ -36,11 +36,12 @@ from pathlib import Path
 import psutil
 from common import ROOT, machine, ordinary_bodies, write_json
 
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 from tests import launcher
 from tests.launcher import HOST, Gunicorn
 
 # What the baseline needs from its commit to serve.
+# The service's files at the baseline ref (before the nerserve package).
 SERVED_PATHS = ["app.py", "serve.py", "model", "gunicorn.conf.py", "Procfile", "simple_client.html", "results/crf"]
 # The service before issue 10: sync workers, sentences tagged whole, batches by count.
 BASELINE_REF = "0b89532"

@@ -19,10 +19,10 @@ import numpy as np
 from common import ROOT, machine, pyplot, write_json
 
 import serve
-from model import files
-from model.tags import entity_spans
-from model.training.calibration import expected_calibration_error
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger import files
+from nerserve.tagger.tags import entity_spans
+from nerserve.tagger.training.calibration import expected_calibration_error
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
 SPLITS = {"dev": "valid.txt", "test": "test.txt"}
 THRESHOLDS = (0.5, 0.7, 0.9)

@@ -2,7 +2,7 @@
 
     python bench/case_scores.py [--splits valid test] [--model new=results/crf ...] [--spacy]
 
-Each sentence's words are recased (model.casing.CASINGS: as written,
+Each sentence's words are recased (nerserve.tagger.casing.CASINGS: as written,
 lowercased, uppercased, sentence case, Title Case, and "mixed", each gold
 entity lowercased with p = 0.5; and "chat": lowercased but for words of two or
 more capitals, as chat keeps acronyms such as NATO) and joined by spaces. The text goes through serve.get_model_api (syntok
@@ -25,10 +25,10 @@ from pathlib import Path
 from common import DEFAULT_DATA_DIR, ROOT, machine, read_conll, write_json
 
 import serve
-from model import casing
-from model.casing import CASINGS, recase_sentences
-from model.tags import entity_spans
-from model.training.data import Sentence
+from nerserve.tagger import casing
+from nerserve.tagger.casing import CASINGS, recase_sentences
+from nerserve.tagger.tags import entity_spans
+from nerserve.tagger.training.data import Sentence
 
 VARIANTS = (*CASINGS, "chat")
 
@@ -72,12 +72,12 @@ def spacy_tagger() -> Tagger:
 
 
 def previous_is_caseless(words: list[str]) -> bool:
-    """model.casing's rule before issue 28: no word capitalised as a name ("Paris")."""
+    """nerserve.tagger.casing's rule before issue 28: no word capitalised as a name ("Paris")."""
     return any(map(casing.has_case, words)) and not any(map(casing.is_capitalised, words))
 
 
 def use_previous_router() -> None:
-    """Route as model.casing did before issue 28, to compare: the previous rule,
+    """Route as nerserve.tagger.casing did before issue 28, to compare: the previous rule,
     the words as written for the caseless tagger, each sentence whole."""
     casing.is_caseless = previous_is_caseless
     casing.lowercase_capitalised = list

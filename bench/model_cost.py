@@ -49,8 +49,8 @@ from common import (
 )
 
 import serve
-from model import files
-from model.casing import is_caseless
+from nerserve.tagger import files
+from nerserve.tagger.casing import is_caseless
 
 LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
 LATENCY_CALLS = 300  # a repeat

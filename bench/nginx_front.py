@@ -13,7 +13,7 @@ Needs Debian's nginx (apt-get install nginx-light) and wrk. Two measurements:
   machine disturbs less).
 - Shutdown as Heroku does it, SIGTERM to every process at once, with --heavy
   requests in flight: how many get no answer, through nginx (which stops at
-  once on SIGTERM) and to this working tree's server (buffered_worker.py).
+  once on SIGTERM) and to this working tree's server (nerserve/server/buffered_worker.py).
 """
 
 from __future__ import annotations

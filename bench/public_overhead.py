@@ -38,9 +38,9 @@ from common import ROOT, bodies_file, gunicorn, machine, memory, require_wrk, wr
 from common import wrk as run_wrk
 from load import WARM_UP_CONNECTIONS, WARM_UP_SECONDS, measure, median_row
 
-import access
-import settings
-from model.pipeline import load_pipeline
+from nerserve import settings
+from nerserve.tagger.pipeline import load_pipeline
+from nerserve.web import access
 from tests.launcher import redis_server
 
 KEY = "bench-key"
@@ -80,7 +80,7 @@ def measure_cpu(server, redis, connections: int, seconds: int, bodies, headers: 
     return run
 
 
-# One request's metric updates (metrics.py's hooks and counted()), timed in a
+# One request's metric updates (nerserve/web/metrics.py's hooks and counted()), timed in a
 # process of their own: prometheus_client's mode is fixed when it is imported.
 METRICS_TIMING = """
 import time, metrics

@@ -34,13 +34,13 @@ import psutil
 from bounded_requests import SERVED_PATHS, heavy_bodies, normal_round, peak_rss, post, rss_mb, servers
 from common import machine, ordinary_bodies, percentile, write_json
 
-import settings
-from model.pipeline import read_documents
+from nerserve import settings
+from nerserve.tagger.pipeline import read_documents
 from tests import launcher
 from tests.launcher import Gunicorn
 
 BASELINE_REF = "e82a04a"  # the service before the token budget and the slices
-BASELINE_PATHS = [*SERVED_PATHS, "settings.py"]
+BASELINE_PATHS = [*SERVED_PATHS, "settings.py"]  # paths at the baseline ref, before the nerserve package
 MAX_TOKENS = settings.defaults()["NER_MAX_TOKENS"]
 MAX_TEXTS = settings.defaults()["NER_MAX_TEXTS"]
 COSTLIEST = '"a," x 4,984 + a 32-letter word'

@@ -15,8 +15,8 @@ PYTHON=.venv/bin/python
 export PATH="$PWD/.venv/bin:$PATH"
 "$PYTHON" -m pip install -q -r requirements-dev.txt -r bench/requirements.txt
 
-if pgrep -f "model\.train" >/dev/null && [ -z "${QUICK:-}" ]; then
-  echo "model.training.train is running: the figures would be noisy. Wait for it, or use QUICK=1 for a dry run." >&2
+if pgrep -f "tagger\.training\.train" >/dev/null && [ -z "${QUICK:-}" ]; then
+  echo "nerserve.tagger.training.train is running: the figures would be noisy. Wait for it, or use QUICK=1 for a dry run." >&2
   exit 1
 fi
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from common import machine, print_side_by_side, side_by_side, write_json
 
-from model import files
-from model.runtime import OnnxTagger
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger import files
+from nerserve.tagger.runtime import OnnxTagger
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
 LATENCY_WORDS = 15  # the first test sentence of this length, as in model_speed.py
 LATENCY_CALLS = 1000

@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 from common import bodies_file, machine, ordinary_bodies, percentile, require_wrk, write_json, wrk
 
-from buffered_worker import GRACE_S, HEAD_DEADLINE_S, MIN_CLIENT_RATE
+from nerserve.server.buffered_worker import GRACE_S, HEAD_DEADLINE_S, MIN_CLIENT_RATE
 from tests import launcher
 from tests.launcher import HOST
 
@@ -57,7 +57,7 @@ TRICKLED_HEAD = b"POST /api HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"x" *
 
 
 def deadline_s(kind: str) -> float:
-    """The server's deadline for each kind of stalled connection (buffered_worker.py)."""
+    """The server's deadline for each kind of stalled connection (nerserve/server/buffered_worker.py)."""
     return GRACE_S + 100 / MIN_CLIENT_RATE if kind == "body cut short" else HEAD_DEADLINE_S
 
 

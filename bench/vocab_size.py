@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model import files
-from model.runtime import OnnxTagger
-from model.tags import score
-from model.training.data import DEFAULT_DATA_DIR, read_conll
-from model.vocab import UNK
+from nerserve.tagger import files
+from nerserve.tagger.runtime import OnnxTagger
+from nerserve.tagger.tags import score
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.vocab import UNK
 
 CUTS = (0, 10_000, 25_000, 50_000, 100_000)
 

@@ -1,4 +1,4 @@
-"""The red team's question, measured: waitress instead of the buffered worker (buffered_worker.py).
+"""The red team's question, measured: waitress instead of the buffered worker (nerserve/server/buffered_worker.py).
 
     .venv/bin/python bench/waitress_front.py
 
@@ -78,10 +78,10 @@ WAITRESS_TUNED = {"connection_limit": 4000, "asyncore_use_poll": True, "channel_
 # waitress has no launcher hooks: the service's malloc setting (post_worker_init) is made before it serves.
 WAITRESS_MAIN = """
 import json, sys
-from model.memory import limit_malloc_arenas
+from nerserve.tagger.memory import limit_malloc_arenas
 limit_malloc_arenas()
 import waitress
-from app import app
+from nerserve.web.app import app
 waitress.serve(app, **json.loads(sys.argv[1]))
 """
 SERVERS = {"gunicorn, 1 worker": ("gunicorn", 1), "gunicorn, 2 workers": ("gunicorn", 2),

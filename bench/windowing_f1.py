@@ -1,4 +1,4 @@
-"""What cutting long sequences into windows (model.windows) costs in F1, on CoNLL-2003 dev.
+"""What cutting long sequences into windows (nerserve.tagger.windows) costs in F1, on CoNLL-2003 dev.
 
     python bench/windowing_f1.py [--model results/crf]
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 from common import machine, write_json
 
-from model import files
-from model.runtime import OnnxTagger
-from model.tags import score
-from model.training.data import DEFAULT_DATA_DIR, read_conll
-from model.windows import CONTEXT, MAX_TOKENS, cut, stitch_tagged, windows
+from nerserve.tagger import files
+from nerserve.tagger.runtime import OnnxTagger
+from nerserve.tagger.tags import score
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.windows import CONTEXT, MAX_TOKENS, cut, stitch_tagged, windows
 
 JOINED_TOKENS = 1000
 

@@ -1,6 +1,6 @@
 """Every environment variable the service reads: its default, what it accepts and what it means.
 
-Read once a process, at start-up (current()): gunicorn.conf.py reads PORT and
+Read once a process, at start-up (current()): nerserve/server/gunicorn_config.py reads PORT and
 WEB_CONCURRENCY, app.create_app() the rest, from the same parsed values. A
 value the service cannot use stops start-up with one line that names the
 variable and says what it accepts. app.json lists the same variables for
@@ -19,8 +19,8 @@ from typing import Any
 
 import limits
 
-from model import files
-from model.backends import BACKENDS
+from nerserve.tagger import files
+from nerserve.tagger.backends import BACKENDS
 
 ROOT = files.REPOSITORY
 # Heroku sets it in every dyno (web.1, run.4821...); nothing else does.

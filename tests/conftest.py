@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from serve import DEFAULT_MODEL_DIR
+from nerserve.api import DEFAULT_MODEL_DIR
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 import psutil
 import redis
 
-from model import files
+from nerserve.tagger import files
 
 ROOT = files.REPOSITORY
 HOST = "127.0.0.1"

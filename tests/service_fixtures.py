@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import create_app, model_loader
-from serve import ModelApi, get_model_api
+from nerserve.api import ModelApi, get_model_api
+from nerserve.web.app import create_app, model_loader
 from tests.launcher import HOST, Gunicorn, gunicorn
 
 # Small limits for the route tests, so that exceeding them costs little.
@@ -81,10 +81,10 @@ def client(app):
 def make_client(monkeypatch, app):
     """make_client(**config): a test client of a new app with `config`, sharing
     the session app's loaded model."""
-    import app as app_module
+    from nerserve.web import app as app_module
 
     pipeline = model_loader(app).pipeline
-    monkeypatch.setattr(app_module, "load_pipeline", lambda *_: pipeline)
+    monkeypatch.setattr(app_module, "process_pipeline", lambda *_: pipeline)
 
     def make(**config):
         new_app = create_app(config)

@@ -1,4 +1,4 @@
-"""API keys and per-client quotas (access.py) through Flask's test client, with
+"""API keys and per-client quotas (nerserve/web/access.py) through Flask's test client, with
 the real model; Redis's failure and TLS with a real redis-server (tests/launcher.py)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import limits
 import pytest
 from prometheus_client import REGISTRY
 
-import access
+from nerserve.web import access
 from tests.launcher import free_port, poll, redis_server
 
 KEY = "k3y-for-the-tests"
@@ -155,7 +155,7 @@ def test_a_request_larger_than_the_whole_token_quota_is_refused_413_not_429(make
 
 def count_tokenizing(monkeypatch) -> list[int]:
     """The texts app.py tokenizes from now on, a count a call."""
-    import app as app_module
+    from nerserve.web import app as app_module
 
     calls: list[int] = []
     read_documents = app_module.read_documents
@@ -321,7 +321,7 @@ def test_the_clients_known_over_a_quota_are_bounded_too(make_client, monkeypatch
 def test_a_redis_that_fails_is_replaced_by_memory_with_one_warning_and_a_metric(caplog):
     store = access.QuotaStore(f"redis://127.0.0.1:{free_port()}")  # nothing listens there
     failures = REGISTRY.get_sample_value("ner_quota_redis_failures_total")
-    with caplog.at_level(logging.WARNING, logger="access"):
+    with caplog.at_level(logging.WARNING, logger="nerserve.web.access"):
         counts = [store.add([("client", 60, 1)]) for _ in range(3)]
     assert counts == [[1], [2], [3]]  # counted in memory
     assert [r.getMessage() for r in caplog.records] == [
@@ -336,7 +336,7 @@ def test_a_worker_counts_in_redis_again_once_it_answers(monkeypatch, caplog):
         store = access.QuotaStore(redis.url)
         assert store.add([("client", 60, 1)]) == [1]
         redis.stop()
-        with caplog.at_level(logging.WARNING, logger="access"):
+        with caplog.at_level(logging.WARNING, logger="nerserve.web.access"):
             assert store.add([("client", 60, 1)]) == [1]  # a fresh count in memory
             redis.start()  # empty
             assert store.add([("client", 60, 1)]) == [1]  # in Redis again

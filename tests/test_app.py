@@ -14,12 +14,12 @@ import psutil
 import pytest
 from prometheus_client import REGISTRY
 
-import app as app_module
-import settings
-from app import ApiError, create_app, model_loader
-from model import files
-from model.casing import CaseRouter
-from model.pipeline import Pipeline
+from nerserve import settings
+from nerserve.tagger import files
+from nerserve.tagger.casing import CaseRouter
+from nerserve.tagger.pipeline import Pipeline
+from nerserve.web import app as app_module
+from nerserve.web.app import ApiError, create_app, model_loader
 from tests.launcher import ROOT, free_port, poll, wait_until_ready
 from tests.service_fixtures import TEST_LIMITS, http
 
@@ -114,7 +114,7 @@ def test_post_texts_answers_results_in_order(client):
     ("I love Paris", [("Paris", "LOC")]),
     ("barack obama was born in hawaii", [("barack obama", "PER"), ("hawaii", "LOC")]),
     ("ANGELA MERKEL VISITED WASHINGTON", [("ANGELA MERKEL", "PER"), ("WASHINGTON", "LOC")]),
-    # Chat: lower case, an acronym kept (model.casing routes it as caseless).
+    # Chat: lower case, an acronym kept (nerserve.tagger.casing routes it as caseless).
     ("i think NATO should meet in brussels", [("NATO", "ORG"), ("brussels", "LOC")]),
 ])
 def test_entities_in_text_of_any_case(client, text, entities):
@@ -305,7 +305,7 @@ def test_a_failure_after_the_first_byte_is_logged_and_counted_as_one(client, app
     monkeypatch.setattr(model_loader(app).pipeline, "tag_documents", fails_after_one_result)
     failed = {"route": "/api", "status": "500"}
     failed_before = REGISTRY.get_sample_value("ner_http_requests_total", failed) or 0
-    with caplog.at_level(logging.ERROR, logger="app"):
+    with caplog.at_level(logging.ERROR, logger="nerserve.web.app"):
         response = client.post("/api", json={"texts": ["I love Paris", "Paris"]})
         assert response.status_code == 200
         with pytest.raises(RuntimeError, match="the second result broke"):
@@ -313,7 +313,7 @@ def test_a_failure_after_the_first_byte_is_logged_and_counted_as_one(client, app
         response.close()  # as a WSGI server does, whatever happened (PEP 3333)
     assert REGISTRY.get_sample_value("ner_http_requests_total", failed) == failed_before + 1  # never a 200
     assert "a many-text answer failed, its 200 and 1 results sent: RuntimeError: the second result broke" in [
-        record.getMessage() for record in caplog.records if record.name == "app"]
+        record.getMessage() for record in caplog.records if record.name == "nerserve.web.app"]
 
 
 # Readiness.
@@ -322,7 +322,7 @@ def test_a_failure_after_the_first_byte_is_logged_and_counted_as_one(client, app
 def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
     release = threading.Event()
     warmed_up = []
-    real_load_pipeline = app_module.load_pipeline
+    real_load_pipeline = app_module.process_pipeline
 
     class RecordingPipeline(Pipeline):
         def tag(self, texts, min_score=0.0):
@@ -334,7 +334,7 @@ def test_readyz_is_503_until_the_model_is_loaded_and_warmed_up(monkeypatch):
         loaded = real_load_pipeline(model_dir, backend)
         return RecordingPipeline(loaded.tagger, loaded.info)
 
-    monkeypatch.setattr(app_module, "load_pipeline", slow_load_pipeline)
+    monkeypatch.setattr(app_module, "process_pipeline", slow_load_pipeline)
     client = create_app({"NER_LOAD_WAIT_S": 0.1}).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503 and response.get_json() == {"status": "loading"}
@@ -359,7 +359,7 @@ def test_start_up_warms_up_the_caseless_sub_model_too(app, monkeypatch):
             raise RuntimeError("the caseless network cannot run")
 
     faulty = Pipeline(CaseRouter(loaded.tagger.cased, FaultyTagger()), loaded.info)
-    monkeypatch.setattr(app_module, "load_pipeline", lambda *_: faulty)
+    monkeypatch.setattr(app_module, "process_pipeline", lambda *_: faulty)
     client = create_app().test_client()
     wait_for_the_failed_load(client)  # at start-up, before any request
     assert client.get("/readyz").get_json() == {"status": "failed"}
@@ -462,10 +462,11 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 def test_importing_the_app_and_serving_with_onnx_never_imports_tensorflow():
     code = (
         "import sys, app\n"
+        "from nerserve.web.app import model_loader\n"
         "assert 'tensorflow' not in sys.modules and 'onnxruntime' not in sys.modules, 'heavy import'\n"
-        "app.model_loader(app.app).wait(120)\n"
+        "model_loader(app.app).wait(120)\n"
         "assert 'onnxruntime' in sys.modules\n"
-        "print('tensorflow' in sys.modules or 'model.training' in sys.modules)\n"
+        "print('tensorflow' in sys.modules or 'nerserve.tagger.training' in sys.modules)\n"
     )
     result = run_python(code, NER_BACKEND="onnx")
     assert result.returncode == 0, result.stderr

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import files
-from model.backends import load_tagger
-from model.casing import CaseRouter
-from model.runtime import OnnxTagger
-from model.tags import score
-from model.training.artifact import TensorFlowTagger
-from model.training.data import DEFAULT_DATA_DIR, read_conll, recase
-from model.training.evaluate import metrics_key
-from model.vocab import batches_by_length
+from nerserve.tagger import files
+from nerserve.tagger.backends import load_tagger
+from nerserve.tagger.casing import CaseRouter
+from nerserve.tagger.runtime import OnnxTagger
+from nerserve.tagger.tags import score
+from nerserve.tagger.training.artifact import TensorFlowTagger
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll, recase
+from nerserve.tagger.training.evaluate import metrics_key
+from nerserve.tagger.vocab import batches_by_length
 
 pytestmark = pytest.mark.tensorflow
 
@@ -128,7 +128,7 @@ def test_metrics_and_meta_say_what_the_model_was_trained_on(model_dir):
 def test_lean_runtime_never_imports_tensorflow(model_dir):
     code = (
         "import sys\n"
-        "from model.runtime import OnnxTagger\n"
+        "from nerserve.tagger.runtime import OnnxTagger\n"
         f"tags = OnnxTagger({str(model_dir)!r}).tag([['I', 'love', 'Paris']])\n"
         "assert tags == [['O', 'O', 'B-LOC']], tags\n"
         "loaded = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"

@@ -39,13 +39,14 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]
-JQUERY = ROOT / "static" / "jquery-3.7.1.min.js"
+WEB = ROOT / "nerserve" / "web"  # the page and its static files
+JQUERY = WEB / "static" / "jquery-3.7.1.min.js"
 
 
 @pytest.fixture(scope="session")
 def static_site() -> Iterator[str]:
-    """The repository served by a plain static server: the page's own origin."""
-    handler = functools.partial(QuietHandler, directory=str(ROOT))
+    """The page's folder served by a plain static server: the page's own origin."""
+    handler = functools.partial(QuietHandler, directory=str(WEB))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -15,8 +15,8 @@ from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import ParseException
 from gunicorn.http.parser import RequestParser
 
-import buffered_worker
-from buffered_worker import (
+from nerserve.server import buffered_worker
+from nerserve.server.buffered_worker import (
     COMPLETE,
     MAX_REQUEST_ID_CHARS,
     MORE,

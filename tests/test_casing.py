@@ -5,7 +5,7 @@ the cased one; and text recased as people type it, to score the taggers."""
 import numpy as np
 import pytest
 
-from model.casing import (
+from nerserve.tagger.casing import (
     CASINGS,
     CaseRouter,
     ScoredTags,
@@ -21,7 +21,7 @@ from model.casing import (
     title_case,
     upper_char,
 )
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
 # The issue's sentences (28), typed as people type them; the cased tagger found nothing in them.
 TYPED_AS_PEOPLE_TYPE = [

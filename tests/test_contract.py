@@ -1,4 +1,4 @@
-"""The OpenAPI document (contract.py) and the pages' headers (pages.py), through
+"""The OpenAPI document (nerserve/web/contract.py) and the pages' headers (nerserve/web/pages.py), through
 Flask's test client: the document is valid OpenAPI 3.1, publishes the limits
 of the running configuration and every error code the code raises, and its
 examples conform to its own schemas."""
@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-import contract
+from nerserve.web import contract
 from tests.launcher import ROOT
 from tests.service_fixtures import TEST_LIMITS
 
@@ -64,7 +64,7 @@ def test_the_three_body_forms_are_published(document):
 def raised_error_codes() -> set[tuple[int, str]]:
     """Every (status, code) that the service's modules raise as ApiError."""
     raised = set()
-    for path in ROOT.glob("*.py"):
+    for path in ROOT.glob("nerserve/**/*.py"):
         raised |= {(int(status), code) for status, code in
                    re.findall(r'ApiError\(\s*(\d+),\s*"(\w+)"', path.read_text())}
     return raised

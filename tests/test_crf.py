@@ -1,5 +1,5 @@
 """The CRF's likelihood and both Viterbi decoders against brute-force enumeration;
-TensorFlow's forward-backward against numpy's (model.marginals)."""
+TensorFlow's forward-backward against numpy's (nerserve.tagger.marginals)."""
 
 import itertools
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import marginals
-from model.runtime import viterbi
-from model.training.crf import forward_backward, log_partition, sequence_score, viterbi_decode
+from nerserve.tagger import marginals
+from nerserve.tagger.runtime import viterbi
+from nerserve.tagger.training.crf import forward_backward, log_partition, sequence_score, viterbi_decode
 
 pytestmark = pytest.mark.tensorflow
 

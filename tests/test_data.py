@@ -6,8 +6,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from model.training import glove
-from model.training.data import (
+from nerserve.tagger.training import glove
+from nerserve.tagger.training.data import (
     DataFormatError,
     Sentence,
     read_conll,

@@ -1,5 +1,5 @@
 """The files Heroku reads: the Procfile names the app, .python-version the
-Python the tests run on, app.json every variable settings.py reads, and the
+Python the tests run on, app.json every variable nerserve/settings.py reads, and the
 files .slugignore leaves serve the model alone. (What the Procfile's web
 process does is tested by running it: tests/test_gunicorn.py.)"""
 
@@ -14,7 +14,7 @@ import sys
 
 import flask
 
-import settings
+from nerserve import settings
 from tests.launcher import ROOT, slug_files
 
 
@@ -69,19 +69,20 @@ def test_app_json_lists_every_variable_the_app_reads_with_its_default():
 
 def test_only_settings_py_reads_the_environment():
     # Every variable the service reads is in settings.VARIABLES, so in app.json.
-    service = [ROOT / "app.py", ROOT / "serve.py", ROOT / "gunicorn.conf.py", *(ROOT / "model").glob("*.py")]
+    service = [*ROOT.glob("*.py"), *(ROOT / "nerserve").rglob("*.py")]
     # (gunicorn.conf.py sets prometheus_client's directory, and reads back the
     # marks it leaves for itself across a HUP: state of the master's, not settings.)
     reading = re.compile(r"os\.environ(?!\[[^]]*\]\s*=)|getenv\(")
     own_marks = re.compile(r".*(METRICS_OWNER_VARIABLE|PROMETHEUS_MULTIPROC_DIR).*")
-    assert [path.name for path in service if reading.search(own_marks.sub("", path.read_text()))] == []
-    assert reading.search((ROOT / "settings.py").read_text())
+    readers = [path.relative_to(ROOT).as_posix() for path in service if reading.search(own_marks.sub("", path.read_text()))]
+    assert readers == ["nerserve/settings.py"]
 
 
 def test_the_slug_keeps_out_tests_bench_data_and_training_files():
     files = slug_files()
-    assert "app.py" in files and "results/crf/tagger.onnx" in files
-    kept_out = ("tests/", "bench/", "data/", "results/crf/saved_model/", "requirements-train.txt")
+    assert "app.py" in files and "nerserve/web/app.py" in files and "results/crf/tagger.onnx" in files
+    kept_out = ("tests/", "bench/", "data/", "results/crf/saved_model/", "requirements-train.txt",
+                "nerserve/tagger/training/", "nerserve/corpus/")
     assert [name for name in files if name.startswith(kept_out)] == []
 
 
@@ -92,8 +93,9 @@ def test_the_slug_alone_serves_the_model(tmp_path):
         shutil.copy2(ROOT / name, tmp_path / name)
     code = (
         "import json, app\n"
+        "from nerserve.web.app import model_loader\n"
         "client = app.app.test_client()\n"
-        "app.model_loader(app.app).wait(120)\n"
+        "model_loader(app.app).wait(120)\n"
         "print(json.dumps(client.post('/api', json='Angela Merkel visited Washington.').get_json()['entities']))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-import settings
-from model import files
+from nerserve import settings
+from nerserve.tagger import files
 from tests.launcher import ROOT, slug_files
 
 MODEL_DIR = files.COMMITTED_MODEL_DIR

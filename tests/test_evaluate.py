@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from seqeval.metrics import accuracy_score, classification_report
 
-from model.tags import entity_spans, score
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.tags import entity_spans, score
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
 
 def test_entity_spans_follow_conlleval():
@@ -40,7 +40,7 @@ def test_evaluate_command_on_a_two_column_file(tmp_path, model_dir):
     path = tmp_path / "mine.txt"
     path.write_text("I O\nlove O\nParis B-LOC\n\nAngela B-PER\nMerkel I-PER\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "model.training.evaluate", "--model", str(model_dir), "--file", str(path), "--backend", "onnx"],
+        [sys.executable, "-m", "nerserve.tagger.training.evaluate", "--model", str(model_dir), "--file", str(path), "--backend", "onnx"],
         capture_output=True, text=True, check=True, cwd=model_dir.parent.parent,
     )
     assert "FB1: 100.00" in result.stdout
@@ -66,7 +66,7 @@ class WordsRecorder:
     ("title", [["I", "Love", "Paris"], ["Angela", "Merkel", "Met", "O'Neil"]]),
 ])
 def test_evaluate_tags_the_words_in_the_casing_asked_for(monkeypatch, tmp_path, casing, words):
-    from model.training import evaluate
+    from nerserve.tagger.training import evaluate
 
     path = tmp_path / "mine.txt"
     path.write_text("I O\nlove O\nParis B-LOC\n\nAngela B-PER\nMerkel I-PER\nmet O\nO'Neil B-PER\n", encoding="utf-8")
@@ -77,7 +77,7 @@ def test_evaluate_tags_the_words_in_the_casing_asked_for(monkeypatch, tmp_path, 
 
 
 def test_evaluate_mixed_lowercases_whole_entities_the_same_way_every_run(monkeypatch, tmp_path):
-    from model.training import evaluate
+    from nerserve.tagger.training import evaluate
 
     path = tmp_path / "mine.txt"
     path.write_text("Angela B-PER\nMerkel I-PER\nmet O\nParis B-LOC\n\n" * 20, encoding="utf-8")

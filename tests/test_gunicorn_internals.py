@@ -1,9 +1,9 @@
-"""buffered_worker.py builds on gunicorn's gthread worker: it overrides some
+"""nerserve/server/buffered_worker.py builds on gunicorn's gthread worker: it overrides some
 of its methods, calls them through super(), and reads some of its internals
 (docs/security.md, "The buffered worker"). Each one's source is pinned here by
 a digest, so that a gunicorn upgrade that changes any of them fails this fast
 test, naming it, instead of only slow tests noticing, or none. After reading
-the change and adapting buffered_worker.py, write the new digest here."""
+the change and adapting nerserve/server/buffered_worker.py, write the new digest here."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import inspect
 import gunicorn
 
 GUNICORN_VERSION = "27.0.1"
-# What buffered_worker.py relies on, by dotted path: the digest of its source.
+# What nerserve/server/buffered_worker.py relies on, by dotted path: the digest of its source.
 RELIED_ON = {
     # Overridden, and called through super().
     "gunicorn.workers.gthread.ThreadWorker.__init__": "5681b8b542ea91bf",
@@ -67,4 +67,4 @@ def test_gunicorn_is_the_version_the_worker_was_written_for():
 
 def test_every_gunicorn_internal_the_worker_relies_on_is_unchanged():
     changed = [path for path, expected in RELIED_ON.items() if digest(path) != expected]
-    assert not changed, f"gunicorn changed what buffered_worker.py relies on: {changed}"
+    assert not changed, f"gunicorn changed what nerserve/server/buffered_worker.py relies on: {changed}"

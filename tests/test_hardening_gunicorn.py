@@ -1,6 +1,6 @@
 """Hostile and careless clients against the Procfile's server (issue 22):
 stalled and trickling connections, slow readers, gunicorn's own errors, and
-SIGTERM with requests in flight. The worker is buffered_worker.py.
+SIGTERM with requests in flight. The worker is nerserve/server/buffered_worker.py.
 
 Every loop is bounded in requests and seconds; nothing here asserts speed.
 """
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from buffered_worker import HEAD_DEADLINE_S, MAX_REQUEST_ID_CHARS
+from nerserve.server.buffered_worker import HEAD_DEADLINE_S, MAX_REQUEST_ID_CHARS
 from tests.launcher import HOST, gunicorn, poll
 from tests.service_fixtures import raw_request, status_and_error
 

@@ -4,8 +4,8 @@ TensorFlow), and the simulated user set of the experiment (MODEL.md)."""
 
 import numpy as np
 
-from model.training import keep_types, new_type
-from model.training.data import Sentence, read_conll, write_conll
+from nerserve.tagger.training import keep_types, new_type
+from nerserve.tagger.training.data import Sentence, read_conll, write_conll
 from tests.test_data import sentences_of
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.training.crf import CRF
+from nerserve.tagger.training.crf import CRF
 
 pytestmark = pytest.mark.tensorflow
 

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from model.marginals import EntityScorer, ForwardBackward, span_log_probability, tag_marginals
-from model.tags import entity_spans
+from nerserve.tagger.marginals import EntityScorer, ForwardBackward, span_log_probability, tag_marginals
+from nerserve.tagger.tags import entity_spans
 
 TAGS = ["O", "B-A", "I-A", "B-B", "I-B"]
 # Any IOB2 tag set training accepts: a type may lack its I- tag (every entity

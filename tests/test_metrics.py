@@ -1,4 +1,4 @@
-"""GET /metrics (metrics.py) through Flask's test client: one process, its own
+"""GET /metrics (nerserve/web/metrics.py) through Flask's test client: one process, its own
 values. (Summed over gunicorn's workers: tests/test_public_gunicorn.py.)"""
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from app import ApiError, create_app, model_loader
-from model import files
-from model.files import COMMITTED_MODEL_DIR, ModelError
-from model.marginals import ForwardBackward, tag_marginals
-from model.pipeline import load_pipeline
+from nerserve.tagger import files
+from nerserve.tagger.files import COMMITTED_MODEL_DIR, ModelError
+from nerserve.tagger.marginals import ForwardBackward, tag_marginals
+from nerserve.tagger.pipeline import load_pipeline
+from nerserve.web.app import ApiError, create_app, model_loader
 from tests.launcher import ROOT
 
 # LOC renamed PLACE, and every PLACE one word: the tag set has no I-PLACE.
@@ -220,7 +220,7 @@ def infinite_transition(directory: Path) -> None:
 
 
 def in_caseless(breaker: Breaker) -> Breaker:
-    """The break in a caseless sub-model (model.casing), the cased one sound."""
+    """The break in a caseless sub-model (nerserve.tagger.casing), the cased one sound."""
     def write(directory: Path) -> None:
         breaker(link_served_files(directory / files.CASELESS, COMMITTED_MODEL_DIR / files.CASELESS))
     return write
@@ -249,9 +249,9 @@ REFUSALS = {
 def test_a_directory_the_service_cannot_use_stops_start_up_with_one_line(tmp_path, caplog, break_it, file, why):
     directory = link_served_files(tmp_path / "model", COMMITTED_MODEL_DIR)
     break_it(directory)
-    with caplog.at_level(logging.ERROR, logger="app"), pytest.raises(ApiError, match="failed to load"):
+    with caplog.at_level(logging.ERROR, logger="nerserve.web.app"), pytest.raises(ApiError, match="failed to load"):
         model_loader(create_app({"NER_MODEL_DIR": str(directory)})).wait(120)
-    (record,) = [record for record in caplog.records if record.name == "app"]
+    (record,) = [record for record in caplog.records if record.name == "nerserve.web.app"]
     line = record.getMessage()
     assert record.exc_info is None and "\n" not in line, line
     assert line.startswith(f"the model failed to load: {directory / file}: ") and why in line, line

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve import get_model_api
+from nerserve.api import get_model_api
 
 pytestmark = pytest.mark.tensorflow
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import create_app, model_loader
+from nerserve.web.app import create_app, model_loader
 
 CALL_TIMEOUT_S = 60  # a hang fails the test instead of stalling CI
 EXAMPLES = 150

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 from tests.launcher import HOST, gunicorn, poll
 from tests.service_fixtures import raw_request, status_and_error
 

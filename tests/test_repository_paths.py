@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import serve
-import settings
-from model.training import data, glove
+from nerserve import settings
+from nerserve.tagger.training import data, glove
 from tests.launcher import ROOT
 
 # Runs each command-line script given with its argument parser stopped before
@@ -50,14 +50,14 @@ def inside_repository(path: Path) -> bool:
 
 
 def command_line_scripts() -> list[Path]:
-    return sorted(p for folder in ("model", "bench") for p in (ROOT / folder).rglob("*.py")
+    return sorted(p for folder in ("nerserve", "bench") for p in (ROOT / folder).rglob("*.py")
                   if "parse_args(" in p.read_text())
 
 
 def test_default_data_model_and_cache_paths_are_inside_the_repository():
     paths = {
-        "model.training.data.DEFAULT_DATA_DIR": data.DEFAULT_DATA_DIR,
-        "model.training.glove.CACHE_DIR": glove.CACHE_DIR,
+        "nerserve.tagger.training.data.DEFAULT_DATA_DIR": data.DEFAULT_DATA_DIR,
+        "nerserve.tagger.training.glove.CACHE_DIR": glove.CACHE_DIR,
         "serve.DEFAULT_MODEL_DIR": serve.DEFAULT_MODEL_DIR,
         **{f"settings {name}": value for name, value in settings.defaults().items() if isinstance(value, Path)},
     }
@@ -68,7 +68,8 @@ def test_default_data_model_and_cache_paths_are_inside_the_repository():
 @pytest.mark.tensorflow  # running the training scripts' argument parsers imports TensorFlow
 def test_every_command_line_default_path_is_inside_the_repository():
     scripts = command_line_scripts()
-    assert ROOT / "model" / "training" / "train.py" in scripts and ROOT / "model" / "training" / "evaluate.py" in scripts
+    training = ROOT / "nerserve" / "tagger" / "training"
+    assert training / "train.py" in scripts and training / "evaluate.py" in scripts
     result = subprocess.run([sys.executable, "-c", CLI_DEFAULTS, *map(str, scripts)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-2000:]

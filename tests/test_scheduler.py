@@ -1,4 +1,4 @@
-"""The scheduler of one worker's tagging (scheduler.py): a slice at a time,
+"""The scheduler of one worker's tagging (nerserve/web/scheduler.py): a slice at a time,
 the least work first, and a request dropped at its turn once it is no longer wanted."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from scheduler import Abandoned, ShortestWorkFirst
+from nerserve.web.scheduler import Abandoned, ShortestWorkFirst
 
 
 def test_a_request_no_longer_wanted_is_dropped_at_its_turn_and_the_turn_passes_on():

@@ -1,4 +1,4 @@
-"""The text pipeline (model.tokenizer, model.pipeline) and serve.py's model_api:
+"""The text pipeline (nerserve.tagger.tokenizer, nerserve.tagger.pipeline) and serve.py's model_api:
 tokenization, alignment, entity offsets, batching, and the real model."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import serve
-from model import pipeline
-from model.marginals import ScoredTags
-from model.pipeline import align_data, annotate
-from model.tags import entity_spans
-from model.tokenizer import Token, tokenize
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger import pipeline
+from nerserve.tagger.marginals import ScoredTags
+from nerserve.tagger.pipeline import align_data, annotate
+from nerserve.tagger.tags import entity_spans
+from nerserve.tagger.tokenizer import Token, tokenize
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
 
 def words(text: str) -> list[list[str]]:

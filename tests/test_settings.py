@@ -1,4 +1,4 @@
-"""Configuration (settings.py): each variable read in one place, bad values stop start-up with one line."""
+"""Configuration (nerserve/settings.py): each variable read in one place, bad values stop start-up with one line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import settings
+from nerserve import settings
 from tests.launcher import ROOT, free_port, gunicorn, procfile_command
 from tests.service_fixtures import http
 
@@ -127,10 +127,17 @@ def test_the_bind_falls_back_to_ipv4_on_a_machine_without_ipv6(monkeypatch, tmp_
     monkeypatch.setenv("PORT", "5123")
     monkeypatch.setattr(settings, "current", settings.load)  # read anew each time, not the process's
     monkeypatch.setattr(socket, "socket", no_ipv6)
-    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == "0.0.0.0:5123"
+    assert read_gunicorn_conf(monkeypatch)["bind"] == "0.0.0.0:5123"
     monkeypatch.setattr(socket, "socket", real_socket)
     expected = "[::]:5123" if ipv6_available() else "0.0.0.0:5123"
-    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == expected
+    assert read_gunicorn_conf(monkeypatch)["bind"] == expected
+
+
+def read_gunicorn_conf(monkeypatch) -> dict:
+    """gunicorn.conf.py's settings, as a fresh gunicorn master reads them: the
+    package module that holds them imported anew, not the one this process has."""
+    monkeypatch.delitem(sys.modules, "nerserve.server.gunicorn_config", raising=False)
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
 def test_x_forwarded_for_is_trusted_by_default_on_heroku_only():

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from model.pipeline import load_pipeline
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.pipeline import load_pipeline
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 from tests.launcher import ROOT
 
 SPARK_SUBMIT = os.path.join(os.path.dirname(sys.executable), "spark-submit")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from seqeval.metrics import f1_score
 
-from model.pipeline import Pipeline, load_pipeline
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.pipeline import Pipeline, load_pipeline
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 from tests.launcher import ROOT
 
 TAG = [sys.executable, str(ROOT / "tag.py")]

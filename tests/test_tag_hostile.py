@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-import corpus
+from nerserve.corpus import formats as corpus
 from tests.launcher import ROOT
 from tests.test_tag import TAG, json_lines, summary
 
@@ -315,7 +315,7 @@ def test_blank_lines_in_json_lines_are_skipped(tmp_path):
 # --- workers and CoNLL columns -------------------------------------------------------------------
 
 def test_workers_are_capped_at_the_available_cores(tmp_path):
-    from tag import available_cores
+    from nerserve.corpus.tag import available_cores
 
     (tmp_path / "texts.txt").write_text(SENTENCE + "\n")
     run = run_tag(tmp_path / "texts.txt", "--workers", "999")

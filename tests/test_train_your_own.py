@@ -1,7 +1,7 @@
 """README, "Train on your own data": every command of the section, on a tiny
 data set the test writes. One command trains, exports and scores a model; the
 model then loads, tags a corpus with tag.py, scores with
-model.training.evaluate and serves over HTTP with gunicorn. Malformed data
+nerserve.tagger.training.evaluate and serves over HTTP with gunicorn. Malformed data
 stops training with one line naming the file and line.
 
 One type (PRODUCT) is only ever one word long, so the model's tag set has
@@ -17,10 +17,10 @@ import sys
 import numpy as np
 import pytest
 
-from model import files
-from model.pipeline import load_pipeline
-from model.training import evaluate, glove, train
-from model.training.data import Sentence, write_conll
+from nerserve.tagger import files
+from nerserve.tagger.pipeline import load_pipeline
+from nerserve.tagger.training import evaluate, glove, train
+from nerserve.tagger.training.data import Sentence, write_conll
 from tests.launcher import ROOT, gunicorn
 from tests.service_fixtures import post_json
 from tests.test_training import run_main
@@ -62,7 +62,7 @@ def trained(tmp_path_factory):
     logging.getLogger("train").addHandler(handler)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(glove, "load", lambda: (WORDS, vectors))  # no 100 MB download in a test
-        # The README's command: python -m model.training.train --data-dir mydata --out mymodel --run-dir runs/mymodel
+        # The README's command: python -m nerserve.tagger.training.train --data-dir mydata --out mymodel --run-dir runs/mymodel
         run_main(train, patch, "--data-dir", str(data), "--out", str(model), "--run-dir", str(root / "run"), *QUICK)
     logging.getLogger("train").removeHandler(handler)
     return root, data, model, log.read_text()
@@ -113,7 +113,7 @@ def test_malformed_data_stops_training_with_one_line_naming_file_and_line(tmp_pa
     data = tmp_path / "bad"
     data.mkdir()
     (data / "train.txt").write_text("Anna B-PER\nSmith I-PER\nliked O\nthe O\nZorblax PRODUCT\n")
-    done = subprocess.run([sys.executable, "-m", "model.training.train", "--data-dir", str(data),
+    done = subprocess.run([sys.executable, "-m", "nerserve.tagger.training.train", "--data-dir", str(data),
                            "--run-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (

@@ -8,16 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from model import files
-from model.backends import load_tagger
-from model.config import Config
-from model.runtime import viterbi
-from model.training import artifact, ensemble, glove
-from model.training import export as export_module
-from model.training.data import Sentence
-from model.training.export import export
-from model.training.train import choice_f1, recased_at_random, train
-from model.vocab import Vocab
+from nerserve.tagger import files
+from nerserve.tagger.backends import load_tagger
+from nerserve.tagger.config import Config
+from nerserve.tagger.runtime import viterbi
+from nerserve.tagger.training import artifact, ensemble, glove
+from nerserve.tagger.training import export as export_module
+from nerserve.tagger.training.data import Sentence
+from nerserve.tagger.training.export import export
+from nerserve.tagger.training.train import choice_f1, recased_at_random, train
+from nerserve.tagger.vocab import Vocab
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from model.vocab import MAX_WORD_CHARS, PAD, UNK, Vocab, batches_by_length, casing
+from nerserve.tagger.vocab import MAX_WORD_CHARS, PAD, UNK, Vocab, batches_by_length, casing
 
 TRAINING = [(["Paris", "is", "big", "."], ["B-LOC", "O", "O", "O"]), (["Xq9", "is"], ["B-ORG", "O"])]
 GLOVE = ["the", "is", ".", "paris", "big", "london", "rome"]

@@ -1,4 +1,4 @@
-"""model.windows: over-long sequences cut into overlapping windows, and their
+"""nerserve.tagger.windows: over-long sequences cut into overlapping windows, and their
 tags and scores stitched back at seams where no entity is cut."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from model.marginals import ScoredTags
-from model.tags import entity_spans
-from model.windows import CONTEXT, MAX_TOKENS, cut, stitch_tagged, windows
+from nerserve.tagger.marginals import ScoredTags
+from nerserve.tagger.tags import entity_spans
+from nerserve.tagger.windows import CONTEXT, MAX_TOKENS, cut, stitch_tagged, windows
 
 
 def echo(pieces: list[list[str]]) -> list[ScoredTags]:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from nerserve.errors import error_body
+
 FORMATS = ("text", "jsonl", "conll")
 # CoNLL's document separator: written back as it came, tagged O, as conlleval expects.
 DOCSTART = "-DOCSTART-"
@@ -343,8 +345,8 @@ def json_line(text: Text, result: dict[str, Any]) -> str:
 def error_line(problem: Malformed) -> str:
     """The error record of --skip-errors, shaped as the service's errors; with
     the input record's id where it had one, to find which record it was."""
-    error = {"code": "malformed_line", "message": problem.message, "file": problem.file, "line": problem.line}
-    return json.dumps({**problem.kept, "error": error}, ensure_ascii=False, allow_nan=False) + "\n"
+    error = error_body("malformed_line", problem.message, file=problem.file, line=problem.line)
+    return json.dumps({**problem.kept, **error}, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def conll_lines(sentence: Sentence, tags: list[str]) -> str:

@@ -2,8 +2,8 @@
 the mapInArrow function that adds the entities of a batch of texts.
 
 A module of its own, shipped to the executors (make spark-package): Spark then
-pickles EntityTagger by reference to it, and a worker's _pipelines lasts
-from task to task. Defined in the job's script, which runs as __main__, they
+pickles EntityTagger by reference to it, and a worker's model (process_pipeline)
+lasts from task to task. Defined in the job's script, which runs as __main__, they
 would be pickled by value, an empty _pipelines with them, for every task.
 """
 
@@ -17,7 +17,7 @@ from pyspark import SparkFiles
 from pyspark.sql.pandas.types import to_arrow_type
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
 
-from model.pipeline import Pipeline, load_pipeline
+from nerserve.tagger.pipeline import Pipeline, process_pipeline
 
 # The `entities` column: array<struct<text:string,type:string,start:int,end:int,score:double>>.
 ENTITIES = ArrayType(StructType([
@@ -27,21 +27,14 @@ ENTITIES = ArrayType(StructType([
 ]))
 ARROW_ENTITIES = to_arrow_type(ENTITIES)
 
-# The models of this Python worker, by (directory, backend): Spark reuses its
-# workers from task to task, so a model is loaded once a worker.
-_pipelines: dict[tuple[str, str], Pipeline] = {}
-
-
 def worker_pipeline(model_dir: str, backend: str) -> Pipeline:
     """This worker's model. A relative directory that is not in the working
     directory is looked up among the files that --archives unpacked
     (SparkFiles): the executors' working directory on a cluster, elsewhere in local mode."""
-    if (model_dir, backend) not in _pipelines:
-        directory = Path(model_dir)
-        if not directory.is_dir() and not directory.is_absolute():
-            directory = Path(SparkFiles.get(model_dir))
-        _pipelines[model_dir, backend] = load_pipeline(directory, backend)
-    return _pipelines[model_dir, backend]
+    directory = Path(model_dir)
+    if not directory.is_dir() and not directory.is_absolute():
+        directory = Path(SparkFiles.get(model_dir))
+    return process_pipeline(directory, backend)
 
 
 class EntityTagger:

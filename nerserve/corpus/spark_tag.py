@@ -8,7 +8,7 @@ Parquet; writes Parquet or JSON Lines: every input column, and `entities`, an
 array of structs (text, type, start, end, score) as in the API's results.
 Each Python worker loads the lean model (ONNX Runtime) once, at its first
 batch, and tags Arrow batches of --batch-size texts with mapInArrow
-(spark_batches.py). On a
+(nerserve/corpus/spark_batches.py). On a
 cluster, the code and the model reach the executors with --py-files and
 --archives (docs/corpus.md).
 """
@@ -20,8 +20,8 @@ import argparse
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructField, StructType
 
-from model import files
-from spark_batches import ENTITIES, EntityTagger
+from nerserve.corpus.spark_batches import ENTITIES, EntityTagger
+from nerserve.tagger import files
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +62,3 @@ def main(argv: list[str] | None = None) -> None:
     tagged = with_entities(frame, args.text_column, args.model_dir, args.backend, args.min_score)
     getattr(tagged.write, args.output_format)(args.output)
     spark.stop()
-
-if __name__ == "__main__":
-    main()

@@ -6,11 +6,11 @@
 INPUT and OUTPUT may be `-` (stdin, stdout) and end in `.gz`. Plain text and
 JSON Lines give JSON Lines, one result an input in input order: the input's
 fields, then the API's (input, output, tokens, tags, entities). CoNLL gives
-CoNLL with a predicted-tag column (corpus.py). The file is read in chunks and
+CoNLL with a predicted-tag column (nerserve/corpus/formats.py). The file is read in chunks and
 at most two chunks a worker are in flight, so memory stays bounded whatever
 the file's size. Counts go to stderr at the end; a progress bar too, when
 stderr is a terminal. A file output appears at its path only when the run
-ends well (corpus.Output); SIGTERM, SIGHUP and Ctrl-C stop the workers and
+ends well (formats.Output); SIGTERM, SIGHUP and Ctrl-C stop the workers and
 remove what was written.
 """
 
@@ -34,14 +34,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import corpus
-from corpus import Item, Malformed, Output, Sentence, Text, Unreadable
-from model import files
-from model.backends import BACKENDS
-from model.files import ModelError
-from model.memory import give_back_memory, resident_bytes
-from model.pipeline import Pipeline, load_pipeline
-from model.tags import entity_spans
+from nerserve.corpus import formats
+from nerserve.corpus.formats import Item, Malformed, Output, Sentence, Text, Unreadable
+from nerserve.tagger import files
+from nerserve.tagger.backends import BACKENDS
+from nerserve.tagger.files import ModelError
+from nerserve.tagger.memory import give_back_memory, resident_bytes
+from nerserve.tagger.pipeline import Pipeline, process_pipeline
+from nerserve.tagger.tags import entity_spans
 
 # A chunk closes at this many inputs or characters, whichever comes first: big
 # enough for the tagger to batch sentences of similar length, small enough
@@ -125,7 +125,7 @@ def die_with_parent(parent: int) -> None:
 def start_worker(model_dir: Path, backend: str, min_score: float, file_format: str) -> None:
     global _pipeline, _min_score, _error_records, _model_error
     try:
-        _pipeline = load_pipeline(model_dir, backend)
+        _pipeline = process_pipeline(model_dir, backend)
     except ModelError as error:
         # Raised with the first chunk, in the parent: one line (main), where a
         # pool worker failing to start would only say that the pool broke.
@@ -148,19 +148,19 @@ def tag_chunk(chunk: list[Item]) -> TaggedChunk:
         if isinstance(item, Malformed):
             counts.errors += 1
             if _error_records:
-                lines.append(corpus.error_line(item))
+                lines.append(formats.error_line(item))
             continue
         counts.tagged += 1
         if isinstance(item, Text):
             result = next(results)
             counts.tokens += len(result["tokens"])
             counts.entities += len(result["entities"])
-            lines.append(corpus.json_line(item, result))
+            lines.append(formats.json_line(item, result))
         else:
             sentence_tags = [] if item.is_docstart else next(tags)
             counts.tokens += len(sentence_tags)
             counts.entities += len(entity_spans(sentence_tags))
-            lines.append(corpus.conll_lines(item, sentence_tags))
+            lines.append(formats.conll_lines(item, sentence_tags))
     return TaggedChunk("".join(lines), counts)
 
 
@@ -275,7 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="the file to tag; - for stdin; .gz for gzip")
     parser.add_argument("-o", "--output", default="-", help="where to write; - for stdout (default); .gz for gzip")
-    parser.add_argument("--format", choices=corpus.FORMATS,
+    parser.add_argument("--format", choices=formats.FORMATS,
                         help="the input's format (default: jsonl for .jsonl and .ndjson, conll for .conll, else text)")
     parser.add_argument("--workers", type=int, default=available_cores(),
                         help="processes, each with one model; at most the number of cores (the default, "
@@ -302,7 +302,7 @@ def summary(counts: Counts, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     """tag.py's exit status; its failures as one line on stderr, never a traceback."""
     args = parse_args(argv)
-    if corpus.same_file(args.input, args.output):
+    if formats.same_file(args.input, args.output):
         print(f"tag.py: error: the output {args.output} is the input file {args.input}: write it elsewhere",
               file=sys.stderr)
         return USAGE_ERROR
@@ -330,14 +330,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def tag_corpus(args: argparse.Namespace) -> int:
     workers = worker_count(args.workers)
-    file_format = args.format or corpus.guess_format(args.input)
+    file_format = args.format or formats.guess_format(args.input)
     setup = (args.model_dir, args.backend, args.min_score, file_format)
     counts, started = Counts(), time.perf_counter()
     bar = tqdm(unit=" texts", file=sys.stderr, disable=not sys.stderr.isatty())
     output = Output(args.output)
     try:
-        with corpus.open_input(args.input) as stream, output.open() as written, bar:
-            items = Checked(corpus.read(stream, file_format, args.input), args.skip_errors)
+        with formats.open_input(args.input) as stream, output.open() as written, bar:
+            items = Checked(formats.read(stream, file_format, args.input), args.skip_errors)
             work = chunks(items)
             tagged = tag_here(work, setup) if workers == 1 else tag_in_processes(work, setup, workers)
             with contextlib.closing(tagged):  # on an error here, the workers stop at once
@@ -394,6 +394,8 @@ def threads_ended(timeout_s: float) -> bool:
     return not any(thread.is_alive() for thread in waited)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The command line (python tag.py, ner-tag): main's exit status, and the
+    workers stopped on a signal."""
     stop_on_signals()
     exit_now(main())

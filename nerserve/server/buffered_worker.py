@@ -23,7 +23,7 @@ the threads for the app only:
   503 with Retry-After, at once, so that what a worker accepts it answers
   well within Heroku's 30 s router timeout, and a burst of heavy bodies never
   holds more than a few tokenized at once. A small request is always taken:
-  the app tags it first (scheduler.py). So is every request while the worker
+  the app tags it first (nerserve/web/scheduler.py). So is every request while the worker
   keeps MAX_KEPT_BYTES of unsent answers, but a heavy one (503).
 - A head with a bare LF line ending is answered 400 at once (gunicorn's
   parser would wait for a CRLF blank line that never comes).
@@ -63,7 +63,8 @@ from http import HTTPStatus
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import ThreadWorker
 
-from model.memory import give_back_memory
+from nerserve.errors import error_body
+from nerserve.tagger.memory import give_back_memory
 
 # A client sends its request line and headers within this many seconds.
 HEAD_DEADLINE_S = 10.0
@@ -120,7 +121,7 @@ MORE, COMPLETE, TOO_LARGE = "more", "complete", "too large"
 def json_error(status: int, reason: str, code: str, message: str, allow_any_origin: bool,
                retry_after_s: int | None = None) -> bytes:
     """A complete HTTP/1.1 answer {"error": {"code", "message"}} that closes the connection."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps(error_body(code, message)).encode()
     cors = "Access-Control-Allow-Origin: *\r\n" if allow_any_origin else ""
     retry = f"Retry-After: {retry_after_s}\r\n" if retry_after_s is not None else ""
     if retry and allow_any_origin:  # a page on another origin may read it
@@ -355,9 +356,9 @@ class ConnectionCounts:
 
 def count_refusal(status: int, code: str) -> None:
     """A refusal made here, without the app, counted as the app counts its own (GET /metrics)."""
-    # Imported here: gunicorn.conf.py imports this module before it points
+    # Imported here: nerserve/server/gunicorn_config.py imports this module before it points
     # prometheus_client's multiprocess mode at its directory.
-    import metrics
+    from nerserve.web import metrics
 
     metrics.REFUSED.labels(status, code).inc()
 
@@ -396,9 +397,9 @@ class WorkAdmission:
 class BufferedThreadWorker(ThreadWorker):
     """gthread's worker with requests and answers buffered on the event loop (module docstring)."""
 
-    allow_any_origin = True  # gunicorn.conf.py: whether NER_CORS_ORIGINS is *
-    max_body_bytes = 1024 * 1024  # gunicorn.conf.py: NER_MAX_BODY_BYTES
-    max_request_tokens = 100_000  # gunicorn.conf.py: NER_MAX_TOKENS
+    allow_any_origin = True  # nerserve/server/gunicorn_config.py: whether NER_CORS_ORIGINS is *
+    max_body_bytes = 1024 * 1024  # nerserve/server/gunicorn_config.py: NER_MAX_BODY_BYTES
+    max_request_tokens = 100_000  # nerserve/server/gunicorn_config.py: NER_MAX_TOKENS
     connection_counts: ConnectionCounts | None = None  # made in the master, before the first fork
 
     def __init__(self, *args, **kwargs):

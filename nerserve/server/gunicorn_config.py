@@ -1,4 +1,10 @@
-"""gunicorn settings, read from the working directory by `gunicorn app:app` (Procfile)."""
+"""gunicorn's settings for the service, with why each is what it is.
+
+The root's gunicorn.conf.py (read from the working directory by the Procfile's
+`gunicorn app:app`) takes them all from here, and ner-serve names this module
+as gunicorn's config (`-c python:nerserve.server.gunicorn_config`), so that a
+clone and an installed package serve alike. Read once in gunicorn's master.
+"""
 
 import os
 import re
@@ -10,15 +16,15 @@ import tempfile
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger, SafeAtoms
 
-import settings
-from buffered_worker import MAX_REQUEST_ID_CHARS, BufferedThreadWorker
+from nerserve import settings
+from nerserve.server.buffered_worker import MAX_REQUEST_ID_CHARS, BufferedThreadWorker
 
 try:
     environment = settings.current()
 except settings.ConfigError as error:
     sys.exit(str(error))  # one line naming the variable, and a non-zero exit
 
-# prometheus_client's multiprocess mode (metrics.py): each worker writes its
+# prometheus_client's multiprocess mode (nerserve/web/metrics.py): each worker writes its
 # values to files in this directory, and GET /metrics sums them. Set before
 # anything imports prometheus_client (the app is preloaded after this file is
 # read). The master reads this file again on each HUP; the environment, where
@@ -56,9 +62,9 @@ bind = f"{any_address()}:{environment['PORT']}"
 # Heroku sets WEB_CONCURRENCY from the dyno's memory.
 workers = environment["WEB_CONCURRENCY"]
 # gunicorn's threaded worker, with each request read whole and each answer
-# written by the worker's event loop (buffered_worker.py): a slow or stalled
+# written by the worker's event loop (nerserve/server/buffered_worker.py): a slow or stalled
 # client costs a socket, never a thread. Tagging is CPU-bound, so app.py tags
-# one slice at a time a worker whatever the threads (scheduler.py).
+# one slice at a time a worker whatever the threads (nerserve/web/scheduler.py).
 BufferedThreadWorker.max_body_bytes = environment["NER_MAX_BODY_BYTES"]
 BufferedThreadWorker.max_request_tokens = environment["NER_MAX_TOKENS"]  # bounds a request's work (admission)
 BufferedThreadWorker.allow_any_origin = environment["NER_CORS_ORIGINS"] == "*"
@@ -70,7 +76,7 @@ worker_connections = 4000
 # The event loop writes answers from memory: no sendfile.
 sendfile = False
 # A threaded worker's main loop beats this heartbeat, so it bounds a stuck
-# worker, not a request (a request is bounded: NER_MAX_TOKENS, model.pipeline's slices).
+# worker, not a request (a request is bounded: NER_MAX_TOKENS, nerserve.tagger.pipeline's slices).
 # Under Heroku's 30 s router limit.
 timeout = 25
 # On SIGTERM a worker refuses new connections at once and answers those in
@@ -91,7 +97,7 @@ keepalive = 100
 preload_app = True
 # One line a request to stdout in Heroku's logfmt style, with the router's
 # X-Request-Id, how much text was tagged and the API key's id (app.py and
-# access.py put them in the WSGI environ), never the text or the key itself.
+# nerserve/web/access.py put them in the WSGI environ), never the text or the key itself.
 accesslog = "-"
 access_log_format = (
     'method=%(m)s path="%(U)s" status=%(s)s duration=%(M)sms request_id="%({x-request-id}i)s" '
@@ -140,8 +146,8 @@ logger_class = EscapingLogger
 
 
 def post_worker_init(worker):
-    from app import model_loader
-    from model.memory import limit_malloc_arenas
+    from nerserve.tagger.memory import limit_malloc_arenas
+    from nerserve.web.app import model_loader
 
     limit_malloc_arenas()  # before the worker's threads start allocating
 

@@ -7,8 +7,8 @@ import filecmp
 from pathlib import Path
 from typing import Any
 
-from model import files
-from model.casing import CaseRouter
+from nerserve.tagger import files
+from nerserve.tagger.casing import CaseRouter
 
 BACKENDS = ("onnx", "tensorflow")
 
@@ -17,17 +17,17 @@ def load_tagger(directory: Path, backend: str = "onnx"):
     """`onnx`: the lean runtime, no TensorFlow import (serving's default).
     `tensorflow`: the Keras network and TensorFlow CRF (the reference).
     A model directory with a caseless/ model inside gives both, behind a
-    model.casing.CaseRouter."""
+    nerserve.tagger.casing.CaseRouter."""
     directory = Path(directory)
     caseless = directory / files.CASELESS
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "tensorflow":
-        from model.training.artifact import TensorFlowTagger
+        from nerserve.tagger.training.artifact import TensorFlowTagger
 
         tagger = TensorFlowTagger(directory)
         return routed(directory, tagger, TensorFlowTagger(caseless)) if caseless.is_dir() else tagger
-    from model.runtime import OnnxTagger
+    from nerserve.tagger.runtime import OnnxTagger
 
     tagger = OnnxTagger(directory)
     if not caseless.is_dir():
@@ -40,7 +40,7 @@ def load_tagger(directory: Path, backend: str = "onnx"):
 
 def routed(directory: Path, cased: Any, caseless: Any) -> CaseRouter:
     """The two taggers behind a CaseRouter; ModelError unless they have the same
-    tag set, the one that the pipeline and the API describe (model.description)."""
+    tag set, the one that the pipeline and the API describe (nerserve.tagger.description)."""
     if set(caseless.vocab.tags) != set(cased.vocab.tags):
         raise files.ModelError(f"{directory / files.CASELESS / files.VOCAB}: tags {caseless.vocab.tags}, "
                                f"not those of {directory / files.VOCAB}, {cased.vocab.tags}")

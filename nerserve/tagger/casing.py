@@ -2,7 +2,7 @@
 
 The cased networks use capitals, the strongest cue for a name, and find almost
 nothing in lowercase text. Networks trained on sentences recased at random
-(model.training.train) tag lowercase and UPPERCASE text well, but lose about
+(nerserve.tagger.training.train) tag lowercase and UPPERCASE text well, but lose about
 1.3 dev F1 on text written as news is (MODEL.md, "Text without normal case").
 So a sentence that shows no sign of being written with normal case goes to
 the caseless tagger, and every other sentence to the cased one. A sentence
@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from model.marginals import ScoredTags
-from model.tags import entity_spans
+from nerserve.tagger.marginals import ScoredTags
+from nerserve.tagger.tags import entity_spans
 
 Result = TypeVar("Result")
 
-# How text is written, to score a tagger on each (model.training.evaluate,
-# bench/case_scores.py). "lower" and "upper" are model.training.data's, which
+# How text is written, to score a tagger on each (nerserve.tagger.training.evaluate,
+# bench/case_scores.py). "lower" and "upper" are nerserve.tagger.training.data's, which
 # training uses too; the other three are text as people type it.
 CASINGS = ("as_written", "lower", "upper", "sentence", "title", "mixed")
 # "mixed": each gold entity lowercased with this probability, drawn in corpus
@@ -92,7 +92,7 @@ def recase_sentence(words: list[str], tags: list[str], casing: str, rng: random.
     """The words of one sentence written in `casing` (one of CASINGS), the sentence
     being one text: its words joined by spaces, as bench/case_scores.py sends them.
     Every word keeps its length but in "lower" and "upper", which recase each word
-    with str.lower and str.upper, as model.training.data.recase does for training
+    with str.lower and str.upper, as nerserve.tagger.training.data.recase does for training
     and as every earlier score was taken. rng draws "mixed"'s entities."""
     if casing == "as_written":
         return list(words)

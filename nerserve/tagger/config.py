@@ -41,7 +41,7 @@ class Config:
     decay_patience: int = 3
     max_epochs: int = 60
     patience: int = 8
-    # In an ensemble's config.json (model.training.ensemble), the first member's seed;
+    # In an ensemble's config.json (nerserve.tagger.training.ensemble), the first member's seed;
     # training.json lists every member's.
     seed: int = 42
 

@@ -4,7 +4,7 @@ its meta.json (name, version, scores, training data) and its tag set (vocab.json
 The web service describes the model before it has loaded it: app.py writes
 the OpenAPI document when it creates the app, and the model loads later, in a
 background thread (app.ModelLoader). describe() keeps what it read of each
-directory, so that the loader (model.pipeline.load_pipeline) takes the same
+directory, so that the loader (nerserve.tagger.pipeline.load_pipeline) takes the same
 reading, and /openapi.json, the index and /api/model say the same thing.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model import files
-from model.tags import check_tag_set, entity_types
+from nerserve.tagger import files
+from nerserve.tagger.tags import check_tag_set, entity_types
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class ModelDescription:
     """A model's meta.json and tag set."""
 
     meta: dict[str, Any]  # meta.json; {} for a model exported before meta.json existed
-    tags: tuple[str, ...]  # an IOB2 tag set (model.tags.check_tag_set), in vocab.json's order
+    tags: tuple[str, ...]  # an IOB2 tag set (nerserve.tagger.tags.check_tag_set), in vocab.json's order
 
     @property
     def entity_types(self) -> list[str]:

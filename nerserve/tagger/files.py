@@ -1,29 +1,29 @@
 """The model directory: its file names, the weights format, the members, the version and meta.json.
 
 The one module that knows how a trained model lies on disk. Numpy only, so that
-serving (model.runtime, serve.py) and training (model.training) share it.
+serving (nerserve.tagger.runtime, serve.py) and training (nerserve.tagger.training) share it.
 
 A model directory holds:
-  config.json        hyperparameters (model.config.Config)
-  vocab.json         words, characters and tags (model.vocab.Vocab)
+  config.json        hyperparameters (nerserve.tagger.config.Config)
+  vocab.json         words, characters and tags (nerserve.tagger.vocab.Vocab)
   word_vectors.npy   the frozen word vectors, float16, shared by every member
   weights.npz        every other weight of each member network, keyed
                      `<member>/<Keras variable path>`; a single network is member 0
   training.json      each member's seed and training history
-and, once exported (python -m model.training.export):
+and, once exported (python -m nerserve.tagger.training.export):
   tagger.onnx        the emission network for ONNX Runtime
   crf.npz            the CRF transition scores (the members' mean)
   saved_model/       the TensorFlow SavedModel, for TensorFlow Serving
   parity.json        the ONNX runtime against TensorFlow on dev and test
   meta.json          what /api/model reports: name, version, scores, members,
                      training data, parameters and the score temperature
-  metrics.json       dev and test scores (python -m model.training.evaluate)
-and, once calibrated (python -m model.training.calibration):
+  metrics.json       dev and test scores (python -m nerserve.tagger.training.evaluate)
+and, once calibrated (python -m nerserve.tagger.training.calibration):
   calibration.json   the temperature of the entity scores and what it was fitted on
 and, optionally:
   caseless/          a model directory of its own, networks trained
                      on recased text, for sentences all in lower or upper case
-                     (model.casing)
+                     (nerserve.tagger.casing)
 """
 
 from __future__ import annotations
@@ -37,10 +37,20 @@ from typing import Any
 
 import numpy as np
 
-# The repository's root, for every module that names a path in it.
-REPOSITORY = Path(__file__).resolve().parent.parent
-# The model the repository carries and serves by default.
-COMMITTED_MODEL_DIR = REPOSITORY / "results" / "crf"
+# The repository's root (in a clone), for every module that names a path in it.
+REPOSITORY = Path(__file__).resolve().parents[2]
+# Where an installed package (pip install .) has the committed model's serving
+# files: pyproject.toml maps results/crf there.
+INSTALLED_MODEL_DIR = Path(__file__).resolve().parent / "committed_model"
+
+
+def committed_model_dir() -> Path:
+    """The model the repository carries and serves by default: results/crf in
+    a clone, or the copy installed with the package (no results/ beside it)."""
+    return INSTALLED_MODEL_DIR if INSTALLED_MODEL_DIR.is_dir() else REPOSITORY / "results" / "crf"
+
+
+COMMITTED_MODEL_DIR = committed_model_dir()
 
 CONFIG = "config.json"
 VOCAB = "vocab.json"
@@ -108,7 +118,7 @@ class ModelError(ValueError):
 
 
 def temperature(directory: Path) -> float:
-    """What the entity scores' CRF is divided by (model.marginals.EntityScorer);
+    """What the entity scores' CRF is divided by (nerserve.tagger.marginals.EntityScorer);
     1, the scores as trained, without calibration.json. ModelError unless it is
     a positive number: 0 or NaN would score every entity NaN, a negative one 0."""
     value = read_json(directory, CALIBRATION).get("temperature", 1.0)

@@ -1,13 +1,13 @@
 """How sure the CRF is: forward-backward, tag marginals and entity probabilities, in numpy.
 
 Numpy only, so the lean runtime and the TensorFlow backend share it. Shapes
-as in model.training.crf: emissions [batch, time, tags], lengths [batch] (each >= 1);
+as in nerserve.tagger.training.crf: emissions [batch, time, tags], lengths [batch] (each >= 1);
 transitions[i, j] scores tag i followed by tag j. Everything stays in log
 space; a probability is only taken at the very end.
 
 An entity's score is the probability, over every tag path the CRF weighs,
 that the path holds exactly this entity as conlleval reads it
-(model.tags.entity_spans): its first token B-X, or I-X after no X tag; I-X
+(nerserve.tagger.tags.entity_spans): its first token B-X, or I-X after no X tag; I-X
 on each later token; then no I-X (or the sentence ends).
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.tags import entity_spans, entity_types
+from nerserve.tagger.tags import entity_spans, entity_types
 
 # The largest range of transition scores the forward pass takes: one step may
 # shrink a path's weight by exp(-range), and float64 ends near exp(-745).
@@ -154,7 +154,7 @@ def span_log_probability(alpha: np.ndarray, beta: np.ndarray, log_z: float, emis
     tag id `begin`, I-X tag id `inside`; alpha, beta [time, tags], log Z and
     the emissions as ForwardBackward gives them for the sentence.
 
-    A tag set may lack B-X or I-X (model.tags.check_tag_set), given as None:
+    A tag set may lack B-X or I-X (nerserve.tagger.tags.check_tag_set), given as None:
     without I-X an entity is one B-X token, and nothing continues it; without
     B-X an entity opens with I-X after no X tag, as conlleval reads it.
 
@@ -203,7 +203,7 @@ def span_log_probability(alpha: np.ndarray, beta: np.ndarray, log_z: float, emis
 
 class EntityScorer:
     """Scores the entities of decoded tag paths, under a CRF whose scores are
-    divided by a temperature (model.training.calibration; 1 leaves them as trained)."""
+    divided by a temperature (nerserve.tagger.training.calibration; 1 leaves them as trained)."""
 
     def __init__(self, tags: list[str], transitions: np.ndarray, start: np.ndarray, end: np.ndarray,
                  temperature: float = 1.0):

@@ -2,8 +2,8 @@
 (app.py), the seed's `serve.get_model_api()`, the corpus command (tag.py) and
 the Spark job (spark_tag.py).
 
-    text -> sentences of tokens (model.tokenizer) -> windows of at most
-    model.windows.MAX_TOKENS tokens -> tags and entity scores (the tagger,
+    text -> sentences of tokens (nerserve.tagger.tokenizer) -> windows of at most
+    nerserve.tagger.windows.MAX_TOKENS tokens -> tags and entity scores (the tagger,
     a slice of windows at a time) -> windows stitched back -> the result:
     tokens, tags, entities and the seed's aligned strings.
 
@@ -14,20 +14,21 @@ whose size bounds what one model call allocates.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model import files
-from model.backends import load_tagger
-from model.description import ModelDescription, describe
-from model.marginals import ScoredTags
-from model.memory import give_back_memory_if_grown, resident_bytes
-from model.tags import entity_spans
-from model.tokenizer import Token, tokenize
-from model.windows import Window, cut, stitch_tagged, windows
+from nerserve.tagger import files
+from nerserve.tagger.backends import load_tagger
+from nerserve.tagger.description import ModelDescription, describe
+from nerserve.tagger.marginals import ScoredTags
+from nerserve.tagger.memory import give_back_memory_if_grown, resident_bytes
+from nerserve.tagger.tags import entity_spans
+from nerserve.tagger.tokenizer import Token, tokenize
+from nerserve.tagger.windows import Window, cut, stitch_tagged, windows
 
 # Entity scores are rounded: more digits would be noise (the backends agree to ~1e-6).
 SCORE_DIGITS = 4
@@ -44,7 +45,7 @@ SLICE_TOKENS = 4096
 # request may cost").
 SLICE_GROWTH_BYTES = 64 * 2**20
 
-# One sentence for each tagger a model may have (model.casing routes a
+# One sentence for each tagger a model may have (nerserve.tagger.casing routes a
 # sentence by its case): written as news is, for the cased one, and in lower
 # case, for the caseless one where the directory has one.
 WARM_UP_TEXTS = ["Angela Merkel visited Washington.", "angela merkel visited washington."]
@@ -120,7 +121,7 @@ class Pipeline:
 
     def tag_sentences(self, sentences: list[list[str]], turn: SliceTurn | None = None) -> list[ScoredTags]:
         """The tags and entity scores of sentences of words. Over-long sentences
-        are tagged in windows (model.windows), so that no sequence is longer
+        are tagged in windows (nerserve.tagger.windows), so that no sequence is longer
         than the network handles well, and the windows a slice at a time."""
         parts = windows([len(s) for s in sentences])
         pieces = cut(sentences, parts)
@@ -169,7 +170,7 @@ def annotate(text: str, sentences: list[list[Token]], tagged: list[ScoredTags], 
         for span in entity_spans(sentence_tagged.tags):
             score = float(sentence_tagged.scores[span.start])
             if math.isnan(score):
-                # The scorer scores every entity of any IOB2 tag set (model.marginals): a bug.
+                # The scorer scores every entity of any IOB2 tag set (nerserve.tagger.marginals): a bug.
                 raise ValueError(f"no score for the {span.type} entity at token {span.start}")
             score = round(score, SCORE_DIGITS)
             if score >= min_score:
@@ -198,11 +199,30 @@ def model_info(description: ModelDescription, directory: Path, backend: str) -> 
 
 
 def load_pipeline(model_dir: str | Path, backend: str = "onnx") -> Pipeline:
-    """The pipeline of the model in `model_dir`, run by `backend` (model.backends).
-    ModelError (model.files), naming the file, for a directory it cannot serve."""
+    """The pipeline of the model in `model_dir`, run by `backend` (nerserve.tagger.backends).
+    ModelError (nerserve.tagger.files), naming the file, for a directory it cannot serve."""
     directory = Path(model_dir)
     description = describe(directory)  # as the API described it before the model loaded
     tagger = load_tagger(directory, backend)
     if list(tagger.vocab.tags) != list(description.tags):
         raise files.ModelError(f"{directory / files.VOCAB}: the tags changed since the service read them")
     return Pipeline(tagger, model_info(description, directory, backend))
+
+
+# The models this process has loaded, by directory and backend. Every entry
+# point loads through process_pipeline: the web worker (in its loader thread),
+# get_model_api, tag.py's worker processes and Spark's Python workers (which
+# Spark reuses from task to task), so that a process loads a model once.
+_process_pipelines: dict[tuple[Path, str], Pipeline] = {}
+_process_pipelines_lock = threading.Lock()
+
+
+def process_pipeline(model_dir: str | Path, backend: str = "onnx") -> Pipeline:
+    """This process's pipeline of the model in `model_dir` run by `backend`:
+    loaded by the first call (load_pipeline), the same object after. A load
+    that fails raises, and the next call tries again."""
+    key = (Path(model_dir).resolve(), backend)
+    with _process_pipelines_lock:  # two threads asking at once load it once
+        if key not in _process_pipelines:
+            _process_pipelines[key] = load_pipeline(model_dir, backend)
+        return _process_pipelines[key]

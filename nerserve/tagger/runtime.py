@@ -1,8 +1,8 @@
 """The lean serving runtime: ONNX Runtime for the emissions, numpy for Viterbi
-and the entity scores (model.marginals).
+and the entity scores (nerserve.tagger.marginals).
 
 Imports neither TensorFlow nor Keras, so a web worker stays small and starts
-fast. Reads the model directory that `python -m model.training.export` completes with
+fast. Reads the model directory that `python -m nerserve.tagger.training.export` completes with
 tagger.onnx and crf.npz.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model import files
-from model.marginals import EntityScorer, ScoredTags
-from model.vocab import BATCH_SIZE, Vocab, decode_in_batches
+from nerserve.tagger import files
+from nerserve.tagger.marginals import EntityScorer, ScoredTags
+from nerserve.tagger.vocab import BATCH_SIZE, Vocab, decode_in_batches
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
@@ -41,12 +41,12 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
 
 
 class OnnxTagger:
-    """Tags tokenized sentences; same interface as model.training.artifact.TensorFlowTagger."""
+    """Tags tokenized sentences; same interface as nerserve.tagger.training.artifact.TensorFlowTagger."""
 
     def __init__(self, directory: Path, batch_size: int = BATCH_SIZE, threads: int = 1,
                  shares_words_with: OnnxTagger | None = None):
         """shares_words_with: a tagger whose vocabulary and word vectors are the
-        same files as this model's (model.backends checks): they are used
+        same files as this model's (nerserve.tagger.backends checks): they are used
         instead of loading a second copy, 17 MB a worker."""
         directory = Path(directory)
         self.batch_size = batch_size
@@ -98,7 +98,7 @@ class OnnxTagger:
         return [[self.vocab.tags[t] for t in path] for path in paths]
 
     def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
-        """The tags, and the probability of each entity they hold (model.marginals)."""
+        """The tags, and the probability of each entity they hold (nerserve.tagger.marginals)."""
         return decode_in_batches(sentences, self.batch_size, self._decode_scored, ScoredTags.empty)
 
     def _decode(self, batch: list[list[str]]) -> list[list[int]]:

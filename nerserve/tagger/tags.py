@@ -24,7 +24,7 @@ def entity_types(tags: Iterable[str]) -> list[str]:
 
 def check_tag_set(tags: Sequence[str]) -> None:
     """ValueError, saying why, unless `tags` is an IOB2 tag set as training
-    accepts one (model.training.data.read_conll): O, B-TYPE and I-TYPE tags,
+    accepts one (nerserve.tagger.training.data.read_conll): O, B-TYPE and I-TYPE tags,
     each once, in any order, at least one of them an entity tag. A type may
     lack its B- tag or its I- tag (a training set whose every LOC is one word
     has no I-LOC): its entities are read as conlleval reads them (entity_spans)."""

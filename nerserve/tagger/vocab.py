@@ -22,7 +22,7 @@ PAD, UNK = "<pad>", "<unk>"
 MAX_WORD_CHARS = 32
 # The padded size (sentences x words x characters) of one model call at most:
 # the character CNN's tensor is this times its filters. 32 sentences of 64
-# words and 32 characters; a window (model.windows) of 256 words always fits.
+# words and 32 characters; a window (nerserve.tagger.windows) of 256 words always fits.
 MAX_BATCH_CELLS = 32 * 64 * 32
 # Sentences a batch when tagging, whichever backend: within 1% of 8, the
 # fastest, and faster than 128 and 512, which pad more (BENCHMARKS.md, "Batch

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from model.marginals import ScoredTags
+from nerserve.tagger.marginals import ScoredTags
 
 MAX_TOKENS = 256
 CONTEXT = 16

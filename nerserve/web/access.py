@@ -53,8 +53,8 @@ from redis.retry import Retry
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import TooManyRequests, Unauthorized
 
-import metrics
-from contract import ApiError
+from nerserve.web import metrics
+from nerserve.web.contract import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class Access:
         if key_id is None:
             raise Unauthorized("the API key is not valid", www_authenticate=WWWAuthenticate(
                 "Bearer", {"realm": "ner", "error": "invalid_token"}))
-        request.environ["ner.key_id"] = key_id  # for the access log (gunicorn.conf.py)
+        request.environ["ner.key_id"] = key_id  # for the access log (nerserve/server/gunicorn_config.py)
         return "key:" + key_id
 
     def quota_key(self, quota: str) -> str:

@@ -1,8 +1,9 @@
-"""The NER web service: a Flask application factory and `app` for `gunicorn app:app`.
+"""The NER web service: a Flask application factory and `app`, which the root's
+app.py hands to `gunicorn app:app` (and ner-serve serves as nerserve.web.app:app).
 
 The model is loaded once per process, in a background thread, when a gunicorn
-worker starts (gunicorn.conf.py) or at the first request otherwise: importing
-this module is cheap and never imports TensorFlow.
+worker starts (nerserve.server.gunicorn_config) or at the first request otherwise:
+importing this module is cheap and never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -22,17 +23,16 @@ from gunicorn.http.errors import ParseException
 from pydantic import TypeAdapter
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-import access
-import contract
-import metrics
-import settings
-from contract import ApiError
-from model.description import describe_if_readable
-from model.files import ModelError
-from model.memory import give_back_memory_if_grown, resident_bytes
-from model.pipeline import Document, Pipeline, TooManyTokens, load_pipeline, read_documents
-from pages import register_pages
-from scheduler import Abandoned, ShortestWorkFirst
+from nerserve import settings
+from nerserve.errors import error_body
+from nerserve.tagger.description import describe_if_readable
+from nerserve.tagger.files import ModelError
+from nerserve.tagger.memory import give_back_memory_if_grown, resident_bytes
+from nerserve.tagger.pipeline import Document, Pipeline, TooManyTokens, process_pipeline, read_documents
+from nerserve.web import access, contract, metrics
+from nerserve.web.contract import ApiError
+from nerserve.web.pages import register_pages
+from nerserve.web.scheduler import Abandoned, ShortestWorkFirst
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ SMALL_BODY_BYTES = 4096
 
 
 def flask_config() -> dict[str, Any]:
-    """The service's settings (settings.py) as Flask config."""
+    """The service's settings (nerserve/settings.py) as Flask config."""
     config = dict(settings.current())
     # Flask answers 413 by itself for a body over MAX_CONTENT_LENGTH bytes.
     config["MAX_CONTENT_LENGTH"] = config.pop("NER_MAX_BODY_BYTES")
@@ -136,7 +136,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
          allow_headers=["Content-Type", "Authorization", "X-API-Key"], expose_headers=access.EXPOSED_HEADERS)
 
     Compress(app)
-    loader = ModelLoader(lambda: load_pipeline(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
+    loader = ModelLoader(lambda: process_pipeline(app.config["NER_MODEL_DIR"], app.config["NER_BACKEND"]))
     app.extensions["ner_model"] = loader
 
     body_type = contract.request_body_type(app.config["NER_MAX_TEXT_CHARS"], app.config["NER_MAX_TEXTS"])
@@ -150,12 +150,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def model_loader(app: Flask) -> ModelLoader:
-    """The app's model loader; gunicorn.conf.py starts it in each worker."""
+    """The app's model loader; gunicorn's post_worker_init (nerserve.server.gunicorn_config) starts it in each worker."""
     return app.extensions["ner_model"]
 
 
 def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> None:
-    # One slice of tagging at a time a process (model.pipeline.SLICE_TOKENS),
+    # One slice of tagging at a time a process (nerserve.tagger.pipeline.SLICE_TOKENS),
     # the request with the least work left first: gunicorn's threads are there
     # to wait on clients, tagging is CPU-bound, and a model call's memory is
     # bounded only one at a time.
@@ -168,7 +168,7 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
 
     @app.get("/")
     def index() -> Response:
-        # The reading of the model directory that the loader shares (model.description): no wait for the model.
+        # The reading of the model directory that the loader shares (nerserve.tagger.description): no wait for the model.
         model = describe_if_readable(app.config["NER_MODEL_DIR"])
         return jsonify(
             name="Named-entity recognition API",
@@ -209,7 +209,7 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
         data = parse_json(read_body(app.config["MAX_CONTENT_LENGTH"]))
         # Form, types and limits: the schemas that GET /openapi.json publishes.
         texts, single, min_score = contract.parse_request(body_type, data)
-        # For gunicorn's access log line (gunicorn.conf.py): how much text, never the text.
+        # For gunicorn's access log line (nerserve/server/gunicorn_config.py): how much text, never the text.
         request.environ["ner.text_chars"] = sum(len(t) for t in texts)
         documents = tokenize_within_budget(texts, app.config["NER_MAX_TOKENS"])
         request.environ["ner.tokens"] = sum(document.token_count for document in documents)
@@ -224,8 +224,8 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
 
 def abandonment_check(environ: dict[str, Any]) -> Callable[[], str | None]:
     """Why a request is no longer worth tagging, asked at each of its turns
-    (scheduler.py): its client has left, or the router has given up on it.
-    Under buffered_worker.py its socket knows when the request came in and
+    (nerserve/web/scheduler.py): its client has left, or the router has given up on it.
+    Under nerserve/server/buffered_worker.py its socket knows when the request came in and
     whether the client is still there; elsewhere only the time is known."""
     sock = environ.get("gunicorn.socket")
     received_at = getattr(sock, "received_at", time.monotonic())
@@ -243,7 +243,7 @@ def abandonment_check(environ: dict[str, Any]) -> Callable[[], str | None]:
 
 def give_back_memory_after_a_large_request() -> None:
     """Once the answer is sent, whatever its status, hand back the memory the
-    request left malloc holding if it grew the worker (model.memory). A body
+    request left malloc holding if it grew the worker (nerserve.tagger.memory). A body
     under SMALL_BODY_BYTES cannot: it is not worth the two reads of /proc."""
     if request.content_length is not None and request.content_length < SMALL_BODY_BYTES:
         return
@@ -306,7 +306,7 @@ def read_body(limit: int) -> bytes:
     Flask refuses a declared Content-Length over the limit before reading, but
     a chunked body has none: it is read one byte past the limit, so that a body
     of the limit passes as it does with a Content-Length. Under gunicorn the
-    worker has read the body whole already (buffered_worker.py), so a body that
+    worker has read the body whole already (nerserve/server/buffered_worker.py), so a body that
     cannot be read here is malformed (a bad chunk), or, under another server,
     ends early.
     """
@@ -346,7 +346,7 @@ def register_error_handlers(app: Flask) -> None:
     """Every error, ours or Flask's, as JSON {"error": {"code", "message"}}."""
 
     def error_response(status: int, code: str, message: str, **details: Any) -> tuple[Response, int]:
-        return jsonify(error={"code": code, "message": message, **details}), status
+        return jsonify(error_body(code, message, **details)), status
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError) -> tuple[Response, int]:
@@ -362,7 +362,7 @@ def register_error_handlers(app: Flask) -> None:
         code, message = (error.name or "error").lower().replace(" ", "_"), error.description
         if error.code == 413:
             code, message = "body_too_large", f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes"
-        response.data = json.dumps({"error": {"code": code, "message": message}})
+        response.data = json.dumps(error_body(code, message))
         response.content_type = "application/json"
         return response
 
@@ -380,7 +380,3 @@ def register_error_handlers(app: Flask) -> None:
 
 
 app = create_app()
-
-if __name__ == "__main__":
-    # Local development only: Flask's server, no debugger, loopback only.
-    app.run(host="127.0.0.1", port=app.config["PORT"], debug=False)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
-from model.description import ModelDescription, describe_if_readable
+from nerserve.tagger.description import ModelDescription, describe_if_readable
 
 
 class ApiError(Exception):
@@ -298,7 +298,7 @@ def entity_type_schema(model: ModelDescription) -> dict[str, Any]:
 def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route, under the app's configuration,
     for the model in its NER_MODEL_DIR as that directory describes itself:
-    the document is written before the model loads (model.description)."""
+    the document is written before the model loads (nerserve.tagger.description)."""
     model = describe_if_readable(config["NER_MODEL_DIR"]) if "NER_MODEL_DIR" in config else None
     schemas: dict[str, Any] = {}
 
@@ -334,7 +334,7 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
 
     secured = bool(config.get("NER_API_KEYS"))
     security = {"security": [{"bearer": []}, {"apiKey": []}]} if secured else {}
-    # access.py: a key (401) and quotas (429) for POST /api only, when they are on.
+    # nerserve/web/access.py: a key (401) and quotas (429) for POST /api only, when they are on.
     refusals = ([401] if secured else []) + ([429] if config.get("NER_RATE_LIMIT") or
                                              config.get("NER_TOKEN_RATE_LIMIT") else [])
     max_body = config["MAX_CONTENT_LENGTH"]
@@ -380,7 +380,7 @@ def openapi_document(config: dict[str, Any], body_type: TypeAdapter) -> dict[str
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                   "responses": {"200": answer("OpenAPI 3.1", {"type": "object"})}}},
     }
-    if config.get("NER_METRICS") == "on":  # metrics.py
+    if config.get("NER_METRICS") == "on":  # nerserve/web/metrics.py
         scraper = bool(config.get("NER_METRICS_TOKEN"))
         paths["/metrics"] = {"get": {
             "operationId": "metrics", "summary": "Prometheus metrics, summed over the workers",

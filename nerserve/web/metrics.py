@@ -1,7 +1,7 @@
 """Prometheus metrics at GET /metrics (NER_METRICS), summed over gunicorn's workers.
 
 Under gunicorn, prometheus_client runs in its multiprocess mode:
-gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before
+nerserve/server/gunicorn_config.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before
 anything imports prometheus_client, each worker writes its values to files
 there, and a scrape, whichever worker answers it, sums them. Elsewhere (the
 Flask test client, `python app.py`) the values are the process's own.
@@ -33,7 +33,7 @@ from prometheus_client import (
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-# prometheus_client chose its mode the same way when it was imported: set by gunicorn.conf.py.
+# prometheus_client chose its mode the same way when it was imported: set by nerserve/server/gunicorn_config.py.
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 REQUESTS = Counter("ner_http_requests_total", "HTTP requests answered, by route and status", ["route", "status"])
@@ -56,7 +56,7 @@ QUOTA_REDIS_FAILURES = Counter("ner_quota_redis_failures_total", "Times a worker
                                "counting quotas in its own memory")
 
 # The WSGI environ's mark of an answer that failed after its 200 was sent
-# (app.json_results): counted, and logged by gunicorn.conf.py, as a 500.
+# (app.json_results): counted, and logged by nerserve/server/gunicorn_config.py, as a 500.
 ANSWER_FAILED = "ner.answer_failed"
 
 REFUSALS = (401, 413, 429)

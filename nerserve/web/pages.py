@@ -17,12 +17,11 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 
-from model.files import REPOSITORY
-
-CLIENT_PAGE = REPOSITORY / "simple_client.html"
-DOCS_PAGE = REPOSITORY / "static" / "docs.html"
+# The page and the static files lie beside this module: package data once installed.
+CLIENT_PAGE = Path(__file__).resolve().parent / "simple_client.html"
+DOCS_PAGE = Path(__file__).resolve().parent / "static" / "docs.html"
 SWAGGER_UI = Path(str(files("swagger_ui") / "static"))
-# Where the page may take jQuery from: its CDN, else this app's copy (static/).
+# Where the page may take jQuery from: its CDN, else this app's copy (nerserve/web/static/).
 JQUERY_CDN = "https://code.jquery.com"
 
 pages = Blueprint("pages", __name__)

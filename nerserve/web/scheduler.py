@@ -3,7 +3,7 @@ the request with the least work left first.
 
 Shortest remaining work first gives the least mean waiting time of any order
 (Schrage, 1968), and a small request never waits for a whole heavy one: only
-for the slice running when it arrives (model.pipeline.SLICE_TOKENS, ~0.1 s).
+for the slice running when it arrives (nerserve.tagger.pipeline.SLICE_TOKENS, ~0.1 s).
 A heavy request yields to smaller ones between its slices; it waits for good
 only if smaller work keeps arriving faster than the worker tags it, when the
 worker is over capacity whatever the order (and quotas, not order, are the cure).

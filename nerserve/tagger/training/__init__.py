@@ -1,5 +1,5 @@
 """Everything that builds, trains, exports or scores the network with TensorFlow.
 
-Serving never imports this package (model.runtime runs the exported model with
+Serving never imports this package (nerserve.tagger.runtime runs the exported model with
 numpy and ONNX Runtime). Importing the package itself imports no TensorFlow.
 """

@@ -1,4 +1,4 @@
-"""Keras networks to and from a model directory (laid out in model.files), and
+"""Keras networks to and from a model directory (laid out in nerserve.tagger.files), and
 the TensorFlow tagger that loads one: the reference the lean runtime is checked
 against."""
 
@@ -11,12 +11,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import files
-from model.config import Config
-from model.marginals import EntityScorer, ScoredTags
-from model.training import crf
-from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, Ensemble, Tagger, frozen_word_embedding
-from model.vocab import BATCH_SIZE, Vocab, decode_in_batches
+from nerserve.tagger import files
+from nerserve.tagger.config import Config
+from nerserve.tagger.marginals import EntityScorer, ScoredTags
+from nerserve.tagger.training import crf
+from nerserve.tagger.training.network import (
+    INPUT_SIGNATURE,
+    LENGTHS_SPEC,
+    Ensemble,
+    Tagger,
+    frozen_word_embedding,
+)
+from nerserve.tagger.vocab import BATCH_SIZE, Vocab, decode_in_batches
 
 
 def build_tagger(config: Config, vocab: Vocab, word_embedding: keras.layers.Embedding) -> Tagger:
@@ -121,7 +127,7 @@ def _traced_forward_backward(emissions, lengths, transitions, start, end):
 
 def _tensorflow_forward_backward(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
                                  start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
-    """model.training.crf.forward_backward in float64, as model.marginals.ForwardBackward gives it."""
+    """nerserve.tagger.training.crf.forward_backward in float64, as nerserve.tagger.marginals.ForwardBackward gives it."""
     tensors = [tf.constant(np.asarray(a, np.float64)) for a in (emissions, transitions, start, end)]
     alpha, beta, log_z = _traced_forward_backward(tensors[0], tf.constant(lengths, tf.int32), *tensors[1:])
     return alpha.numpy(), beta.numpy(), log_z.numpy()

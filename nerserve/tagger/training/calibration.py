@@ -1,9 +1,9 @@
 """One temperature that calibrates the entity scores, and how it is fitted.
 
-    python -m model.training.calibration --fit-on results/crf --write-to results/crf [--data valid.txt]
+    python -m nerserve.tagger.training.calibration --fit-on results/crf --write-to results/crf [--data valid.txt]
 
 The CRF's scores are divided by the temperature before its marginals are
-taken (model.marginals.EntityScorer); the tags do not change, since dividing
+taken (nerserve.tagger.marginals.EntityScorer); the tags do not change, since dividing
 every path score by the same T keeps the best path best. T is chosen to
 minimise the negative log-likelihood of "this predicted entity is right"
 (exact span and type) over a split the model was not trained on, from the
@@ -11,9 +11,9 @@ CoNLL tokens. Fit on a model trained without that split: when the served
 model is trained on train + dev, fit on a train-only model of the same
 recipe and write the result into the served model's directory.
 
-calibration.json (model.files) holds the temperature and where it came from;
+calibration.json (nerserve.tagger.files) holds the temperature and where it came from;
 meta.json is rewritten with it. Numpy and ONNX Runtime only, no TensorFlow:
-it lies in model.training because it reads the CoNLL data and fits the model.
+it lies in nerserve.tagger.training because it reads the CoNLL data and fits the model.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from model import files
-from model.marginals import EntityScorer
-from model.runtime import OnnxTagger
-from model.tags import entity_spans
-from model.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
-from model.training.export import write_meta
-from model.vocab import batches_by_length
+from nerserve.tagger import files
+from nerserve.tagger.marginals import EntityScorer
+from nerserve.tagger.runtime import OnnxTagger
+from nerserve.tagger.tags import entity_spans
+from nerserve.tagger.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
+from nerserve.tagger.training.export import write_meta
+from nerserve.tagger.vocab import batches_by_length
 
 
 def negative_log_likelihood(scores: np.ndarray, correct: np.ndarray) -> float:

@@ -119,7 +119,7 @@ def viterbi_decode(emissions, lengths, transitions, start, end) -> tf.Tensor:
 
 
 def forward_backward(emissions, lengths, transitions, start, end) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """alpha and beta [batch, time, tags] and log Z [batch], as model.marginals
+    """alpha and beta [batch, time, tags] and log Z [batch], as nerserve.tagger.marginals
     computes them in numpy (the reference of the lean runtime's scores)."""
     alpha = _forward(emissions, transitions, start)
     # The backward pass is the forward pass over each sentence reversed, with

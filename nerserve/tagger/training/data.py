@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model import files
-from model.tags import entity_spans
+from nerserve.tagger import files
+from nerserve.tagger.tags import entity_spans
 
 # Inside the repository (data/conll2003/README.md says where it comes from).
 DEFAULT_DATA_DIR = files.REPOSITORY / "data" / "conll2003"

@@ -1,4 +1,4 @@
-"""Combine trained models into one: `python -m model.training.ensemble --out results/crf MODEL...`.
+"""Combine trained models into one: `python -m nerserve.tagger.training.ensemble --out results/crf MODEL...`.
 
 The members are networks trained alike from different seeds; they share the
 vocabulary and the frozen word vectors. The ensemble scores a tag path by the
@@ -6,9 +6,9 @@ mean of the members' path scores. A path score is a sum of emission and
 transition scores, so that mean is the score of one CRF whose emissions and
 transitions are the members' means: decoding stays a single Viterbi pass.
 
-weights.npz holds every member's weights (model.files). The ensemble is built
+weights.npz holds every member's weights (nerserve.tagger.files). The ensemble is built
 and exported in a new directory that replaces --out only when the parity check
-passes (model.training.export).
+passes (nerserve.tagger.training.export).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from model import files
-from model.config import Config
-from model.training.data import DEFAULT_DATA_DIR
-from model.training.export import ParityError, export, print_parity, staged
+from nerserve.tagger import files
+from nerserve.tagger.config import Config
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR
+from nerserve.tagger.training.export import ParityError, export, print_parity, staged
 
 
 def combine(models: list[Path], out_dir: Path) -> None:
@@ -54,7 +54,7 @@ def _member_histories(model: Path, config: Config) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", type=Path, nargs="+", help="trained model directories (python -m model.training.train)")
+    parser.add_argument("models", type=Path, nargs="+", help="trained model directories (python -m nerserve.tagger.training.train)")
     parser.add_argument("--out", type=Path, required=True, help="where the ensemble goes")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="dev and test sets for the parity check")
     parser.add_argument("--no-parity-check", action="store_true",

@@ -1,8 +1,8 @@
-"""Score a trained model: `python -m model.training.evaluate --split test [--model results/crf]`.
+"""Score a trained model: `python -m nerserve.tagger.training.evaluate --split test [--model results/crf]`.
 
 Prints a conlleval-style table for a split of the data directory (train,
 valid, test) or for any CoNLL file (--file). `--case` recases the words first
-(model.casing.CASINGS: lower, upper, sentence, title, mixed), to score the
+(nerserve.tagger.casing.CASINGS: lower, upper, sentence, title, mixed), to score the
 model on text without normal case. Scores of the dev
 and test splits are also written to <model>/metrics.json (as written under
 "dev" and "test", recased under "dev_lower", "test_upper" and so on), and the
@@ -15,12 +15,12 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from model import files
-from model.backends import BACKENDS, load_tagger
-from model.casing import CASINGS, recase_sentences
-from model.tags import Report, format_report, score
-from model.training.data import DEFAULT_DATA_DIR, read_conll
-from model.training.export import write_meta
+from nerserve.tagger import files
+from nerserve.tagger.backends import BACKENDS, load_tagger
+from nerserve.tagger.casing import CASINGS, recase_sentences
+from nerserve.tagger.tags import Report, format_report, score
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.training.export import write_meta
 
 METRICS_KEYS = {"valid": "dev", "test": "test"}
 

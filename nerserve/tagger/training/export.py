@@ -1,4 +1,4 @@
-"""Export the trained model for serving: `python -m model.training.export [--model results/crf]`.
+"""Export the trained model for serving: `python -m nerserve.tagger.training.export [--model results/crf]`.
 
 Writes, beside the Keras weights:
   tagger.onnx    the emission network as an ONNX graph built from the weights
@@ -11,7 +11,7 @@ Writes, beside the Keras weights:
                  (ids in, emissions and best tag ids out) for TensorFlow Serving
   parity.json    the check, on dev and test, that the ONNX runtime gives the
                  TensorFlow tags and emissions
-  meta.json      what the service reports about the model (model.files)
+  meta.json      what the service reports about the model (nerserve.tagger.files)
 Parity is a gate: the command builds the export in a new directory and puts it
 in place of the model only when the check passes; otherwise it exits non-zero
 and the model is left as it was. Building the ONNX graph needs numpy and onnx
@@ -32,13 +32,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model import files
-from model.runtime import OnnxTagger
-from model.training.data import DEFAULT_DATA_DIR, read_conll
-from model.vocab import batches_by_length
+from nerserve.tagger import files
+from nerserve.tagger.runtime import OnnxTagger
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger.vocab import batches_by_length
 
 if TYPE_CHECKING:  # the network imports TensorFlow; the export does only when it needs it
-    from model.training.network import Ensemble
+    from nerserve.tagger.training.network import Ensemble
 
 OPSET = 18
 IR_VERSION = 10  # the newest that onnxruntime 1.31 loads
@@ -168,7 +168,7 @@ def build_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                             producer_name="model.training.export")
+                             producer_name="nerserve.tagger.training.export")
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -178,7 +178,7 @@ def export_saved_model(directory: Path, tagger: Ensemble) -> None:
     Viterbi tag ids out."""
     import tensorflow as tf
 
-    from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC
+    from nerserve.tagger.training.network import INPUT_SIGNATURE, LENGTHS_SPEC
 
     members = tagger.members
 
@@ -209,7 +209,7 @@ def check_parity(directory: Path, data_dir: Path) -> dict:
     """Tags and emissions of the ONNX runtime against TensorFlow, sentence by
     sentence, over the dev and test sets that data_dir has (a user's own data
     may have no test set)."""
-    from model.training.artifact import TensorFlowTagger
+    from nerserve.tagger.training.artifact import TensorFlowTagger
 
     reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
     report = {}
@@ -236,8 +236,8 @@ def parity_holds(report: dict) -> bool:
 
 def write_meta(directory: Path) -> None:
     """meta.json, from the model's files: what /api/model reports. Rewritten by
-    the export, by each evaluation (model.training.evaluate), which adds scores,
-    and by the calibration (model.training.calibration)."""
+    the export, by each evaluation (nerserve.tagger.training.evaluate), which adds scores,
+    and by the calibration (nerserve.tagger.training.calibration)."""
     metrics = files.read_json(directory, files.METRICS)
     training = files.read_json(directory, files.TRAINING)
     # Networks trained before training.json recorded their data say nothing of it.
@@ -252,12 +252,12 @@ def write_meta(directory: Path) -> None:
         "members": files.count_members(directory),
         "dev_f1": held_out.get("dev"),
         "test_f1": held_out.get("test"),
-        # Every held-out split and case scored: "test", "test_lower", ... (model.training.evaluate --case).
+        # Every held-out split and case scored: "test", "test_lower", ... (nerserve.tagger.training.evaluate --case).
         "f1_by_split_and_case": held_out,
         "training_data": [d for i, d in enumerate(data) if d not in data[:i]] or None,
         "config": files.read_json(directory, files.CONFIG),
         "temperature": files.temperature(directory),
-        # The networks for sentences all in lower or upper case (model.casing), if any.
+        # The networks for sentences all in lower or upper case (nerserve.tagger.casing), if any.
         "caseless": {
             "members": files.count_members(caseless),
             "temperature": files.temperature(caseless),
@@ -272,8 +272,8 @@ def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR, saved_mode
     parity on data_dir's dev and test sets unless data_dir is None, and raise
     ParityError if it fails (parity.json says where). Use `staged` to keep the
     previous export until the new one passed."""
-    from model.training.artifact import load
-    from model.training.network import Ensemble
+    from nerserve.tagger.training.artifact import load
+    from nerserve.tagger.training.network import Ensemble
 
     onnx.save(build_onnx(files.read_weights(directory)), directory / files.ONNX)
     tagger = Ensemble(load(directory)[0])

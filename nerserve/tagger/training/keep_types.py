@@ -16,9 +16,9 @@ An O of base.txt is not an O of the user's: the new type was never labelled
 there, so an O there may be it. Trained as a plain O, the base data's many
 unlabelled mentions outvote the user's few labelled ones and the network never
 tags the new type (MODEL.md, "Adding a type without losing the four"). So the
-training loop (model.training.train) maximises the marginal likelihood of the
+training loop (nerserve.tagger.training.train) maximises the marginal likelihood of the
 base sentences instead: of every tag path that keeps their labelled entities
-and lets each of their O be O or a new type (model.training.crf).
+and lets each of their O be O or a new type (nerserve.tagger.training.crf).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Protocol
 
 import numpy as np
 
-from model import files
-from model.backends import load_tagger
-from model.tags import entity_spans
-from model.training.data import DEFAULT_DATA_DIR, Sentence, read_conll, read_splits, write_conll
+from nerserve.tagger import files
+from nerserve.tagger.backends import load_tagger
+from nerserve.tagger.tags import entity_spans
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, Sentence, read_conll, read_splits, write_conll
 
 log = logging.getLogger("train")
 
@@ -42,7 +42,7 @@ BASE_MODEL = files.COMMITTED_MODEL_DIR
 
 
 class Tagger(Protocol):
-    """What model.backends.load_tagger gives."""
+    """What nerserve.tagger.backends.load_tagger gives."""
 
     def tag(self, sentences: list[list[str]]) -> list[list[str]]: ...
 

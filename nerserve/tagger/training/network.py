@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.config import Config
-from model.training.crf import CRF, viterbi_decode
-from model.vocab import CASINGS
+from nerserve.tagger.config import Config
+from nerserve.tagger.training.crf import CRF, viterbi_decode
+from nerserve.tagger.vocab import CASINGS
 
 # A score no real activation reaches: padding characters never win the max-pool.
 _NEG_INF = -1e9
@@ -87,7 +87,7 @@ class Tagger(keras.Model):
 class Ensemble:
     """Taggers trained alike from different seeds, as one tagger. A tag path
     scores the mean of the members' path scores: one CRF over the members'
-    mean emissions and mean transitions (model.training.ensemble)."""
+    mean emissions and mean transitions (nerserve.tagger.training.ensemble)."""
 
     def __init__(self, members: list[Tagger]):
         self.members = members

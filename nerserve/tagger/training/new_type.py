@@ -1,5 +1,5 @@
 """A user's data set for a new type, simulated from CoNLL-2003:
-`python -m model.training.new_type --out runs/misc-user [--type MISC] [--sentences 1000] [--seed 0]`.
+`python -m nerserve.tagger.training.new_type --out runs/misc-user [--type MISC] [--sentences 1000] [--seed 0]`.
 
 Writes train.txt, a seeded choice of CoNLL's training sentences, and valid.txt,
 CoNLL's dev set, labelled as a user who only cares about the new type would
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.training.data import DEFAULT_DATA_DIR, Sentence, read_conll, summary, write_conll
-from model.training.keep_types import types_of, without
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, Sentence, read_conll, summary, write_conll
+from nerserve.tagger.training.keep_types import types_of, without
 
 NEW_TYPE = "MISC"
 SENTENCES = 1000

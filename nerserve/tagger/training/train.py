@@ -1,16 +1,16 @@
-"""Train one network: `python -m model.training.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
+"""Train one network: `python -m nerserve.tagger.training.train [--data-dir DIR] [--run-dir runs/crf] [--out DIR]`.
 
 The data is checked first (a malformed line, a tag not in IOB2 or a file
 without entities stops it, naming the file and line) and summarised. Early
 stopping on dev F1: valid.txt, or without one a seeded tenth of train.txt held
 out. The best epoch is kept, with its ONNX graph and CRF scores
-(model.training.export, without the SavedModel and the parity check: the
+(nerserve.tagger.training.export, without the SavedModel and the parity check: the
 ensemble of the networks gets those), ready to serve from --out. Every epoch
 leaves a checkpoint in --run-dir, and a rerun of the same command resumes from
 it. Progress goes to the terminal and to <run-dir>/train.log.
 
 With --keep-types, the data directory holds only new types, and the network
-learns them together with the committed model's own (model.training.keep_types).
+learns them together with the committed model's own (nerserve.tagger.training.keep_types).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from model import files
-from model.config import Config
-from model.tags import format_report, score
-from model.training import artifact, glove, keep_types
-from model.training.data import (
+from nerserve.tagger import files
+from nerserve.tagger.config import Config
+from nerserve.tagger.tags import format_report, score
+from nerserve.tagger.training import artifact, glove, keep_types
+from nerserve.tagger.training.data import (
     CASES,
     DEFAULT_DATA_DIR,
     DataFormatError,
@@ -41,10 +41,16 @@ from model.training.data import (
     recase,
     summary,
 )
-from model.training.evaluate import evaluate, record
-from model.training.export import export
-from model.training.network import INPUT_SIGNATURE, LENGTHS_SPEC, TAGS_SPEC, Tagger, frozen_word_embedding
-from model.vocab import UNK, Vocab
+from nerserve.tagger.training.evaluate import evaluate, record
+from nerserve.tagger.training.export import export
+from nerserve.tagger.training.network import (
+    INPUT_SIGNATURE,
+    LENGTHS_SPEC,
+    TAGS_SPEC,
+    Tagger,
+    frozen_word_embedding,
+)
+from nerserve.tagger.vocab import UNK, Vocab
 
 log = logging.getLogger("train")
 
@@ -125,7 +131,7 @@ def choice_f1(by_case: dict[str, float], config: Config) -> float:
     text: the mean over the three cases, so that no case is given up. A cased
     network (no recasing) is chosen on text as written, as the committed cased
     networks' dev runs were: lowercase and uppercase text is the caseless
-    networks' (model/casing.py), and a cased network's scores there are noise."""
+    networks' (nerserve/tagger/casing.py), and a cased network's scores there are noise."""
     recased = config.recase_lower or config.recase_upper
     return float(np.mean([by_case[case] for case in (CASES if recased else ("as_written",))]))
 
@@ -178,7 +184,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         train_set += dev_set
     log.info(summary(f"{data_dir}/train.txt", train_set))
     log.info(summary(f"dev ({dev_source})", dev_set))
-    # With --keep-types, the base data, whose O may be a new type (model.training.keep_types).
+    # With --keep-types, the base data, whose O may be a new type (nerserve.tagger.training.keep_types).
     base_set, open_types = keep_types.read_base(data_dir)
     if base_set:
         log.info(summary(f"{data_dir}/{keep_types.BASE_FILE}, whose O may be {', '.join(sorted(open_types))}",
@@ -284,7 +290,7 @@ def main() -> None:
     parser.add_argument("--keep-data", type=Path, default=keep_types.BASE_DATA,
                         help="with --keep-types: the data MODEL learnt from, its labels of the new types made O")
     # Not results/crf by default: one network must not silently replace the
-    # committed ensemble (model.training.ensemble writes that).
+    # committed ensemble (nerserve.tagger.training.ensemble writes that).
     parser.add_argument("--out", type=Path, help="where the best model goes (default: <run-dir>/out)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/crf"), help="checkpoints and log")
     parser.add_argument("--max-epochs", type=int, default=Config.max_epochs)
