@@ -1,11 +1,11 @@
 """The design not taken for issue 22, measured: nginx in front of gunicorn in the dyno.
 
-    python bench/nginx_front.py [--baseline-ref main] [--load-seconds 5] [--rounds 3] [--heavy 4]
+    python bench/nginx_front.py [--load-seconds 5] [--rounds 3] [--heavy 4]
 
 Needs Debian's nginx (apt-get install nginx-light) and wrk. Two measurements:
 
-- The proxy hop: the service of --baseline-ref (gunicorn's plain gthread
-  worker, as it would run behind nginx) posted to directly and through nginx
+- The proxy hop: this working tree's service on gunicorn's plain gthread
+  worker (as it would run behind nginx) posted to directly and through nginx
   (request and response buffering, as the front would be configured; upstream
   on TCP loopback, kept alive), wrk at 1 and 8 kept-alive connections, --rounds
   rounds of --load-seconds, taking turns; medians of p50, req/s, and the CPU
@@ -98,7 +98,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def hop(args) -> dict:
     results = {}
-    with (baseline_and_this(args.baseline_ref) as running,
+    with (baseline_and_this() as running,
           nginx_in_front_of(running["baseline"].port) as (front, nginx), bodies_file() as bodies):
         server = running["baseline"]
         ways = {"direct": (server.url, [server.process.pid]),
@@ -165,7 +165,6 @@ def shutdown(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline-ref", default="main")
     parser.add_argument("--load-seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--heavy", type=int, default=4)

@@ -20,8 +20,8 @@ from pathlib import Path
 import jinja2
 from common import ROOT, pyplot
 
-from model import files
-from model.training.data import DEFAULT_DATA_DIR, read_conll
+from nerserve.tagger import files
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
 RESULTS = ROOT / "bench" / "results"
 TEMPLATES = ROOT / "bench" / "templates"

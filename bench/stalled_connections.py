@@ -3,6 +3,7 @@ cost of the buffered worker on ordinary traffic (issue 22).
 
     python bench/stalled_connections.py [--seconds 60] [--stalled 500] [--trickling 100]
         [--normal-clients 2] [--load-seconds 5] [--rounds 3] [--skip-baseline] [--skip-flood]
+        [--baseline-directory DIR --output NAME.json]
 
 - Flood (this working tree's server, 2 workers, loopback): for --seconds,
   --stalled connections each send part of a request (a head cut short, a body
@@ -185,10 +186,13 @@ def flood_run(args, bodies: list[bytes]) -> dict:
 
 
 @contextmanager
-def baseline_and_this():
-    """{"baseline": the service on gthread, "this": on the buffered worker}, side by side."""
+def baseline_and_this(baseline_directory: str | None = None):
+    """{"baseline": the service on gthread, or another checkout's as it serves
+    (baseline_directory), "this": on the buffered worker}, side by side."""
+    baseline_options = ({"directory": Path(baseline_directory)} if baseline_directory
+                        else {"GUNICORN_CMD_ARGS": "--worker-class=gthread"})
     with (tempfile.TemporaryDirectory() as tmp,
-          launcher.gunicorn(Path(tmp) / "baseline.log", WORKERS, GUNICORN_CMD_ARGS="--worker-class=gthread") as baseline,
+          launcher.gunicorn(Path(tmp) / "baseline.log", WORKERS, **baseline_options) as baseline,
           launcher.gunicorn(Path(tmp) / "this.log", WORKERS) as this):
         yield {"baseline": baseline, "this": this}
 
@@ -202,7 +206,7 @@ def cpu_seconds(server) -> float:
 
 def ordinary_traffic(args) -> dict:
     results = {}
-    with baseline_and_this() as running, bodies_file() as bodies:
+    with baseline_and_this(args.baseline_directory) as running, bodies_file() as bodies:
         for connections in (1, 8):
             rounds: dict[str, list] = {name: [] for name in running}
             for _ in range(args.rounds):
@@ -235,6 +239,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-baseline", action="store_true", help="the flood only")
     parser.add_argument("--skip-flood", action="store_true", help="ordinary traffic only")
+    parser.add_argument("--baseline-directory",
+                        help="compare ordinary traffic with this checkout as it serves, not with gthread")
+    parser.add_argument("--output", default="stalled_connections.json")
     args = parser.parse_args()
     require_wrk()
     bodies = ordinary_bodies()
@@ -244,10 +251,11 @@ def main() -> None:
               flush=True)
         results["flood"] = flood_run(args, bodies)
     if not args.skip_baseline:
-        print("ordinary traffic, gthread against this (buffered worker):", flush=True)
+        baseline = args.baseline_directory or "gthread"
+        print(f"ordinary traffic, {baseline} against this (buffered worker):", flush=True)
         results["ordinary_traffic"] = ordinary_traffic(args)
     results["load_average_at_end"] = list(os.getloadavg())
-    print(f"written to {write_json('stalled_connections.json', results)}")
+    print(f"written to {write_json(args.output, results)}")
 
 
 if __name__ == "__main__":

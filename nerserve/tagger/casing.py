@@ -153,7 +153,11 @@ SENTENCE_ENDS = frozenset(".!?")
 
 
 def has_case(word: str) -> bool:
-    return any(ch.lower() != ch.upper() for ch in word)
+    return word.lower() != word.upper()
+
+
+def has_upper(word: str) -> bool:
+    return word.lower() != word
 
 
 def is_capitalised(word: str) -> bool:
@@ -162,8 +166,7 @@ def is_capitalised(word: str) -> bool:
 
 
 def starts_with_capital(word: str) -> bool:
-    letters = [ch for ch in word if ch.isalpha()]
-    return bool(letters) and letters[0].isupper()
+    return next((ch for ch in word if ch.isalpha()), "").isupper()
 
 
 def first_word_with_a_letter(words: list[str]) -> int | None:
@@ -174,7 +177,7 @@ def is_sentence_case(words: list[str]) -> bool:
     """Nothing upper-case but the first word, capitalised, and "I": "Going to paris with john"."""
     first = first_word_with_a_letter(words)
     return (first is not None and is_capitalised(words[first]) and not any(
-        any(ch.isupper() for ch in word) and not PRONOUN_I.fullmatch(word)
+        has_upper(word) and not PRONOUN_I.fullmatch(word)
         for i, word in enumerate(words) if i != first))
 
 
@@ -240,8 +243,7 @@ class CaseRouter:
         return self._route(sentences, lambda tagger, batch: tagger.tag_scored(batch))
 
     def _route(self, sentences: list[list[str]], call: Callable[[Any, list[list[str]]], list[Result]]) -> list[Result]:
-        pieces, owners = split_where_routes_differ(sentences)
-        routed = [is_caseless(piece) for piece in pieces]
+        pieces, owners, routed = split_where_routes_differ(sentences)
         results: list[Any] = [None] * len(pieces)
         for tagger, wanted, prepare in ((self.cased, False, list), (self.caseless, True, lowercase_capitalised)):
             indices = [i for i, caseless in enumerate(routed) if caseless == wanted]
@@ -254,16 +256,19 @@ class CaseRouter:
         return [join_results(parts) if len(parts) > 1 else parts[0] for parts in by_sentence]
 
 
-def split_where_routes_differ(sentences: list[list[str]]) -> tuple[list[list[str]], list[int]]:
-    """Each sentence, or its clauses where they do not all take one route; and
-    the sentence each piece comes from. Clauses of one route stay one sentence,
-    so that the tagger sees the whole context."""
+def split_where_routes_differ(sentences: list[list[str]]) -> tuple[list[list[str]], list[int], list[bool]]:
+    """Each sentence, or its clauses where they do not all take one route; the
+    sentence each piece comes from; and whether each piece is caseless. Clauses
+    of one route stay one sentence, so that the tagger sees the whole context."""
     pieces: list[list[str]] = []
     owners: list[int] = []
+    routed: list[bool] = []
     for owner, sentence in enumerate(sentences):
         parts = clauses(sentence)
-        if len({is_caseless(part) for part in parts}) < 2:
-            parts = [sentence]
+        routes = [is_caseless(part) for part in parts] if len(parts) > 1 else []
+        if len(set(routes)) < 2:
+            parts, routes = [sentence], [is_caseless(sentence)]
         pieces += parts
         owners += [owner] * len(parts)
-    return pieces, owners
+        routed += routes
+    return pieces, owners, routed
