@@ -123,7 +123,7 @@ calibrate: train-install $(CALIBRATION_CASED) $(CALIBRATION_CASELESS)
 	  --cases lower upper
 
 evaluate: train-install
-	for split in valid test; do for case in as_written lower upper; do \
+	for split in valid test; do for case in as_written lower upper sentence title mixed; do \
 	  $(BIN)/python -m nerserve.tagger.training.evaluate --split $$split --case $$case --backend onnx || exit 1; \
 	done; done
 
