@@ -60,6 +60,28 @@ def test_index_lists_the_endpoints(client):
     )
 
 
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_index_answers_a_browser_with_a_page_and_api_clients_with_json(client):
+    page = client.get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    for path in ("/client", "/docs", "/openapi.json"):
+        assert f'href="{path}"' in html
+    model = client.get("/", headers={"Accept": "application/json"}).get_json()["model"]
+    assert model["name"] in html and ", ".join(model["entity_types"]) in html
+    # The headers the other pages have: no script at all, its one inline style by hash.
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'none'" in policy and "style-src 'sha256-" in policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    for accept in ("*/*", "application/json", None):  # curl's, an API client's, none
+        answer = client.get("/", headers={"Accept": accept} if accept else {})
+        assert answer.is_json and "endpoints" in answer.get_json(), accept
+        assert "Accept" in answer.vary
+    assert "Accept" in page.vary
+
+
 def test_client_page_is_served(client):
     response = client.get("/client")
     assert response.status_code == 200 and response.mimetype == "text/html"

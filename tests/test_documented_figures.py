@@ -97,6 +97,10 @@ def figures() -> list[Figure]:
         Figure("README.md", r"F1 of ([\d.]+) as written, ([\d.]+) lowercased and ([\d.]+) uppercased",
                "bench/results/case_scores.json committed test",
                lambda: [two(end_to_end(e2e, "test", case)) for case in ("as_written", "lower", "upper")]),
+        # ... and, beside them, /api/model's: F1 on CoNLL's tokens.
+        Figure("README.md", r"metrics\.json: ([\d.]+), ([\d.]+) lowercased, ([\d.]+) uppercased",
+               "results/crf/metrics.json test, test_lower, test_upper",
+               lambda: [two(metrics(key)["f1"]) for key in ("test", "test_lower", "test_upper")]),
         Figure("README.md", r"Those files take (\d+) MB", "bench/results/slug_size.json app_files_bytes",
                lambda: [slug("app_files_bytes")]),
         Figure("README.md", r"the packages `requirements.txt` installs (\d+) MB, and both compress to (\d+) MB",

@@ -117,6 +117,59 @@ def test_stdin_stdout_and_gzip_give_the_same_results(tmp_path):
     assert json_lines(gzip.decompress((tmp_path / "out.jsonl.gz").read_bytes())) == results
 
 
+def test_stdin_without_format_goes_by_its_first_line(tmp_path):
+    """JSON Lines piped in are JSON Lines, their first line kept; -DOCSTART- is
+    CoNLL; other text is text; a line that may be either stops the run at once."""
+    jsonl = b'{"id": 1, "text": "Peter Blackburn"}\n\n{"id": 2, "text": "EU rejects German call."}\n'
+    (tmp_path / "in.jsonl").write_bytes(jsonl)
+    from_stdin = tag("-", "--workers", "1", stdin=jsonl)
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert json_lines(from_stdin.stdout) == json_lines(tag(tmp_path / "in.jsonl", "--workers", "1").stdout)
+    assert [r["id"] for r in json_lines(from_stdin.stdout)] == [1, 2]
+
+    conll = b"-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n"
+    (tmp_path / "in.conll").write_bytes(conll)
+    assert tag("-", "--workers", "1", stdin=conll).stdout == tag(tmp_path / "in.conll", "--workers", "1").stdout
+    [text] = json_lines(tag("-", "--workers", "1", stdin=b'Paris wrote {"a": 1}\n').stdout)
+    assert text["text"] == 'Paris wrote {"a": 1}'
+
+    for first_line, why in [(b'{"id": 1, "text": "cut short\n', "it starts as a JSON object but is not one"),
+                            (b"EU NNP B-NP B-ORG\n", "it may be a CoNLL row, its last column 'B-ORG' a tag")]:
+        run = tag("-", "-o", tmp_path / "out.jsonl", "--workers", "1", stdin=first_line)
+        assert run.returncode == 2
+        assert run.stderr.decode() == (f"tag.py: error: cannot tell stdin's format from its first line ({why}"
+                                       + ("" if why.endswith("one") else ", or a text")
+                                       + "): give --format text, jsonl or conll\n")
+        assert not (tmp_path / "out.jsonl").exists()
+    assert tag("-", "--format", "conll", "--workers", "1", stdin=b"EU NNP B-NP B-ORG\n").returncode == 0
+
+
+def test_text_field_names_the_field_of_texts(tmp_path):
+    records = [{"id": 1, "body": "Angela Merkel visited Paris.", "text": "not this"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = tag(tmp_path / "in.jsonl", "--text-field", "body", "--workers", "1")
+    assert run.returncode == 0, run.stderr
+    [result] = json_lines(run.stdout)
+    assert result["input"] == "Angela Merkel visited Paris ." and result["text"] == "not this"
+    # Plain text is written under the name given, and a record without the field names it.
+    [plain] = json_lines(tag("-", "--text-field", "body", "--workers", "1", stdin=b"Paris\n").stdout)
+    assert plain["body"] == "Paris" and "text" not in plain
+    missing = tag("-", "--text-field", "body", "--workers", "1", stdin=b'{"text": "Paris"}\n')
+    assert missing.returncode == 1 and 'not a JSON object with a string "body" field' in missing.stderr.decode()
+
+
+def test_entities_only_writes_the_input_fields_and_the_entities(tmp_path):
+    records = [{"id": "a", "text": "Angela Merkel visited Paris.", "source": "x"}, {"id": "b", "text": ""}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    full = json_lines(tag(tmp_path / "in.jsonl", "--workers", "1").stdout)
+    run = tag(tmp_path / "in.jsonl", "--entities-only", "--workers", "1")
+    assert run.returncode == 0, run.stderr
+    assert json_lines(run.stdout) == [{**r, "entities": f["entities"]} for r, f in zip(records, full, strict=True)]
+    conll = tag("-", "--format", "conll", "--entities-only", "--workers", "1", stdin=b"EU NNP B-NP B-ORG\n")
+    assert conll.returncode == 2 and conll.stdout == b""
+    assert "--entities-only is for text and JSON Lines input" in conll.stderr.decode()
+
+
 def test_a_text_over_the_service_limit_is_tagged_in_windows(tmp_path, pipeline):
     text = " ".join(["Angela Merkel met Emmanuel Macron in Berlin."] * 600)  # ~26,000 characters, 4,800 tokens
     run = tag("-", "--workers", "1", stdin=text.encode() + b"\n")
@@ -191,3 +244,39 @@ def read_terminal(fd: int) -> bytes:
         return os.read(fd, 4096)
     except OSError:  # EIO: the process closed the terminal
         return b""
+
+
+def readme_corpus_commands() -> list[str]:
+    """The README's "Tag a corpus" commands, continuation lines joined, comments dropped."""
+    section = (ROOT / "README.md").read_text().split("## Tag a corpus", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL).group(1)
+    lines = block.replace("\\\n", " ").splitlines()
+    return [re.sub(r"\s+#.*$", "", line) for line in lines if line.strip()]
+
+
+def test_the_readmes_tag_commands_run_as_written(tmp_path):
+    """Each tag.py command of the README's "Tag a corpus", in a directory with
+    the files it names; spark-submit's is tests/test_spark.py's, and make
+    spark-install the Makefile's (CI runs it)."""
+    commands = [c for c in readme_corpus_commands() if "tag.py" in c and "spark_tag.py" not in c]
+    assert len(commands) == 5, commands
+    (tmp_path / "texts.txt").write_text("Angela Merkel visited Paris.\nEU rejects German call.\n")
+    (tmp_path / "texts.jsonl").write_text('{"id": 1, "text": "Angela Merkel visited Paris."}\n')
+    (tmp_path / "posts.jsonl").write_text('{"id": 1, "body": "Angela Merkel visited Paris."}\n')
+    (tmp_path / "news.jsonl.gz").write_bytes(gzip.compress(b'{"id": 1, "text": "EU rejects German call."}\n'))
+    (tmp_path / "data/conll2003").mkdir(parents=True)
+    dev = (DEFAULT_DATA_DIR / "valid.txt").read_text().split("\n\n")[:20]
+    (tmp_path / "data/conll2003/valid.txt").write_text("\n\n".join(dev) + "\n")
+    outputs = {"tagged.jsonl": "json", "tagged.jsonl.gz": "gzip", "entities.jsonl": "json",
+               "valid.pred.conll": "conll"}
+    for command in commands:
+        for output in outputs:
+            (tmp_path / output).unlink(missing_ok=True)
+        run = subprocess.run(["bash", "-c", command.replace(".venv/bin/python tag.py", " ".join(TAG))],
+                             cwd=tmp_path, capture_output=True, timeout=300, check=False)
+        assert run.returncode == 0, (command, run.stderr)
+        written = [name for name in outputs if (tmp_path / name).exists()]
+        assert len(written) == 1 and (tmp_path / written[0]).stat().st_size > 0, command
+        if written == ["entities.jsonl"]:
+            [record] = json_lines((tmp_path / "entities.jsonl").read_bytes())
+            assert set(record) == {"id", "body", "entities"} and len(record["entities"]) == 2

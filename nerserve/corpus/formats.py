@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import stat
 import sys
@@ -39,6 +40,13 @@ MAX_LINE_BYTES = 2**20
 MAX_JSON_DEPTH = 100
 # JSON's whitespace: a JSON Lines line of it alone holds no record.
 JSON_WHITESPACE = " \t\r\n"
+# The field of a JSON Lines record that holds its text (--text-field), and the
+# field a plain-text line's text is given in the output.
+TEXT_FIELD = "text"
+# An IOB tag, the last column of a CoNLL row: how stdin's first line looks like CoNLL.
+IOB_TAG = re.compile(r"O|[BIES]-[A-Za-z_]+")
+# A CoNLL row's columns: the token and at most a few annotations (CoNLL-2003 has 4).
+MAX_CONLL_COLUMNS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +55,11 @@ class Text:
 
     line: int
     record: dict[str, Any]
+    text_field: str = TEXT_FIELD
 
     @property
     def text(self) -> str:
-        return self.record["text"]
+        return self.record[self.text_field]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,50 @@ def guess_format(path: str) -> str:
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
     return "conll" if name.endswith(".conll") else "text"
+
+
+class UnknownFormat(Exception):
+    """stdin's first line says neither which format it is nor, reliably, that it is plain text."""
+
+
+def sniff_format(first_line: bytes) -> str:
+    """stdin's format, from its first line: jsonl for a JSON object; conll for
+    CoNLL's -DOCSTART-; text for anything else that cannot be either. A line
+    that may be either (a JSON object cut short, a row of a token and tag
+    columns) is UnknownFormat: guessed wrong, a whole corpus would be tagged
+    as the wrong thing, silently."""
+    line = first_line.decode("utf-8", errors="replace").strip()
+    if line.startswith("{"):
+        try:
+            if isinstance(json.loads(line), dict):
+                return "jsonl"
+        except ValueError:  # RecursionError too
+            pass
+        raise UnknownFormat("it starts as a JSON object but is not one")
+    columns = _conll_columns(line)
+    if columns and columns[0] == DOCSTART:
+        return "conll"
+    if 2 <= len(columns) <= MAX_CONLL_COLUMNS and IOB_TAG.fullmatch(columns[-1]):
+        raise UnknownFormat(f"it may be a CoNLL row, its last column {columns[-1]!r} a tag, or a text")
+    return "text"
+
+
+class FirstLineKept:
+    """A binary stream whose first line has been read (to sniff its format) and
+    is read again, as if it had not been: stdin may be a pipe, which cannot
+    seek back. Only readline, which the readers use."""
+
+    def __init__(self, stream: IO[bytes], limit: int = MAX_LINE_BYTES + 1):
+        self.stream = stream
+        self.first_line = stream.readline(limit)
+        self._kept = self.first_line
+
+    def readline(self, limit: int = -1) -> bytes:
+        if not self._kept:
+            return self.stream.readline(limit)
+        size = len(self._kept) if limit < 0 else limit
+        line, self._kept = self._kept[:size], self._kept[size:]
+        return line
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -179,14 +232,15 @@ def _create_beside(path: str) -> tuple[str, IO[bytes]]:
     return temporary, open(descriptor, "wb")
 
 
-def read(stream: IO[bytes], file_format: str, name: str) -> Iterator[Item]:
-    """The items of a file, lazily: one line in memory at a time (a CoNLL sentence's lines)."""
+def read(stream: IO[bytes], file_format: str, name: str, text_field: str = TEXT_FIELD) -> Iterator[Item]:
+    """The items of a file, lazily: one line in memory at a time (a CoNLL sentence's lines).
+    A text is the record's `text_field`; a plain-text line is given under that name."""
     lines = _decoded_lines(stream, name)
     if file_format == "text":
-        return (line if isinstance(line, Malformed) else Text(number, {"text": line})
+        return (line if isinstance(line, Malformed) else Text(number, {text_field: line}, text_field)
                 for number, line in lines)
     if file_format == "jsonl":
-        return (line if isinstance(line, Malformed) else _json_record(number, line, name)
+        return (line if isinstance(line, Malformed) else _json_record(number, line, name, text_field)
                 for number, line in lines if not _blank_json_line(line))
     return _conll_sentences(lines, name)
 
@@ -243,7 +297,7 @@ def _finite_float(number: str) -> float:
     return value
 
 
-def _json_record(number: int, line: str, name: str) -> Text | Malformed:
+def _json_record(number: int, line: str, name: str, text_field: str = TEXT_FIELD) -> Text | Malformed:
     """A record, or why the line is none. NaN, Infinity and numbers out of a
     double's range are refused as malformed rather than written back as
     something else: the user learns which line holds them, and the output is
@@ -261,12 +315,12 @@ def _json_record(number: int, line: str, name: str) -> Text | Malformed:
     kept = _kept_fields(record)
     if _nested_deeper(record, MAX_JSON_DEPTH, line):
         return Malformed(number, f"nested deeper than {MAX_JSON_DEPTH} levels", name, kept)
-    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-        return Malformed(number, 'not a JSON object with a string "text" field', name, kept)
+    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+        return Malformed(number, f"not a JSON object with a string {json.dumps(text_field)} field", name, kept)
     if ("\\ud" in line or "\\uD" in line) and not _utf8_writable(record):
         return Malformed(number, "a lone surrogate escape (\\ud800 to \\udfff), which UTF-8 cannot hold", name,
                          kept)
-    return Text(number, record)
+    return Text(number, record, text_field)
 
 
 def _kept_fields(record: Any) -> dict[str, Any]:
@@ -335,11 +389,14 @@ def _conll_columns(line: str) -> list[str]:
     return [column for column in line.replace("\t", " ").split(" ") if column]
 
 
-def json_line(text: Text, result: dict[str, Any]) -> str:
-    """The input record's fields, then the API's result fields (which win a clash).
+def json_line(text: Text, result: dict[str, Any], entities_only: bool = False) -> str:
+    """The input record's fields, then the API's result fields (which win a
+    clash); entities_only: the `entities` field alone, the record's other
+    fields with it (--entities-only: without the tokens and tags, most of a result's size).
     allow_nan=False: the reader refuses NaN and infinities, so a score that
     was neither finite nor JSON would be a bug, to stop at, not to write."""
-    return json.dumps({**text.record, **result}, ensure_ascii=False, allow_nan=False) + "\n"
+    added = {"entities": result["entities"]} if entities_only else result
+    return json.dumps({**text.record, **added}, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def error_line(problem: Malformed) -> str:

@@ -1,11 +1,14 @@
 """Tag a corpus file with the service's model, through the same pipeline as POST /api.
 
-    python tag.py INPUT [-o OUTPUT] [--format text|jsonl|conll] [--workers N]
-                  [--min-score S] [--skip-errors]
+    python tag.py INPUT [-o OUTPUT] [--format text|jsonl|conll] [--text-field NAME]
+                  [--entities-only] [--workers N] [--min-score S] [--skip-errors]
 
-INPUT and OUTPUT may be `-` (stdin, stdout) and end in `.gz`. Plain text and
+INPUT and OUTPUT may be `-` (stdin, stdout) and end in `.gz`. The format is
+--format, else the name's extension, else (stdin) what its first line looks
+like (formats.sniff_format). Plain text and
 JSON Lines give JSON Lines, one result an input in input order: the input's
-fields, then the API's (input, output, tokens, tags, entities). CoNLL gives
+fields, then the API's (input, output, tokens, tags, entities; with
+--entities-only, entities alone). CoNLL gives
 CoNLL with a predicted-tag column (nerserve/corpus/formats.py). The file is read in chunks and
 at most two chunks a worker are in flight, so memory stays bounded whatever
 the file's size. Counts go to stderr at the end; a progress bar too, when
@@ -31,6 +34,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
@@ -68,6 +72,11 @@ USAGE_ERROR = 2
 SIGNALLED = 128
 
 
+class UsageError(Exception):
+    """A command line that cannot run as given, found once the input is open
+    (stdin's format): one line, argparse's exit status."""
+
+
 class Stopped(Exception):
     """A stop signal arrived (SIGTERM, SIGHUP): unwind, cleaning up on the way."""
 
@@ -99,6 +108,7 @@ class TaggedChunk:
 _pipeline: Pipeline | None = None
 _min_score = 0.0
 _error_records = True  # JSON Lines has a place for them, CoNLL none
+_entities_only = False
 _model_error: ModelError | None = None  # a model directory the worker cannot use
 # Set in the parent by stop_workers. A worker killed halfway through sending a
 # result leaves the pool's result thread waiting for the rest for ever, which
@@ -122,15 +132,16 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def start_worker(model_dir: Path, backend: str, min_score: float, file_format: str) -> None:
-    global _pipeline, _min_score, _error_records, _model_error
+def start_worker(model_dir: Path, backend: str, min_score: float, file_format: str,
+                 entities_only: bool = False) -> None:
+    global _pipeline, _min_score, _error_records, _entities_only, _model_error
     try:
         _pipeline = process_pipeline(model_dir, backend)
     except ModelError as error:
         # Raised with the first chunk, in the parent: one line (main), where a
         # pool worker failing to start would only say that the pool broke.
         _model_error = error
-    _min_score, _error_records = min_score, file_format != "conll"
+    _min_score, _error_records, _entities_only = min_score, file_format != "conll", entities_only
 
 
 def tag_chunk(chunk: list[Item]) -> TaggedChunk:
@@ -155,7 +166,7 @@ def tag_chunk(chunk: list[Item]) -> TaggedChunk:
             result = next(results)
             counts.tokens += len(result["tokens"])
             counts.entities += len(result["entities"])
-            lines.append(formats.json_line(item, result))
+            lines.append(formats.json_line(item, result, _entities_only))
         else:
             sentence_tags = [] if item.is_docstart else next(tags)
             counts.tokens += len(sentence_tags)
@@ -276,14 +287,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("input", help="the file to tag; - for stdin; .gz for gzip")
     parser.add_argument("-o", "--output", default="-", help="where to write; - for stdout (default); .gz for gzip")
     parser.add_argument("--format", choices=formats.FORMATS,
-                        help="the input's format (default: jsonl for .jsonl and .ndjson, conll for .conll, else text)")
+                        help="the input's format (default: jsonl for .jsonl and .ndjson, conll for .conll, else "
+                             "text; for stdin, from its first line: jsonl for a JSON object, conll for -DOCSTART-)")
+    parser.add_argument("--text-field", default=formats.TEXT_FIELD, metavar="NAME",
+                        help="the JSON Lines field that holds the text; plain text is written under this name "
+                             "(default: %(default)s)")
+    parser.add_argument("--entities-only", action="store_true",
+                        help="write the input's fields and the entities, without the rest of the result "
+                             "(input, output, tokens, tags); not for CoNLL")
     parser.add_argument("--workers", type=int, default=available_cores(),
                         help="processes, each with one model; at most the number of cores (the default, "
                              "%(default)s)")
     parser.add_argument("--min-score", type=float, default=0.0, help="leave out entities scored below this")
     parser.add_argument("--skip-errors", action="store_true",
                         help="write an error record for a malformed line and go on, instead of stopping")
-    parser.add_argument("--model-dir", type=Path, default=files.COMMITTED_MODEL_DIR)
+    parser.add_argument("--model-dir", type=Path, default=files.COMMITTED_MODEL_DIR,
+                        help="the model directory (default: the committed model)")
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -308,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         return tag_corpus(args)
+    except UsageError as error:
+        print(f"tag.py: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     except Stopped as stopped:
         print(f"tag.py: stopped by {stopped}: {what_is_kept(args.output)}", file=sys.stderr)
         return SIGNALLED + stopped.signum
@@ -328,25 +350,46 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def input_format(args: argparse.Namespace, stream: IO[bytes]) -> tuple[IO[bytes], str]:
+    """The stream to read and its format: --format, else the name's, else
+    (stdin, which has no name to go by) its first line's, kept to be read again."""
+    if args.format:
+        file_format = args.format
+    elif args.input != "-":
+        file_format = formats.guess_format(args.input)
+    else:
+        stream = formats.FirstLineKept(stream)
+        try:
+            file_format = formats.sniff_format(stream.first_line)
+        except formats.UnknownFormat as unknown:
+            raise UsageError(f"cannot tell stdin's format from its first line ({unknown}): "
+                             f"give --format {', '.join(formats.FORMATS[:-1])} or {formats.FORMATS[-1]}") from None
+    if args.entities_only and file_format == "conll":
+        raise UsageError("--entities-only is for text and JSON Lines input: CoNLL is written back with a tag column")
+    return stream, file_format
+
+
 def tag_corpus(args: argparse.Namespace) -> int:
     workers = worker_count(args.workers)
-    file_format = args.format or formats.guess_format(args.input)
-    setup = (args.model_dir, args.backend, args.min_score, file_format)
     counts, started = Counts(), time.perf_counter()
     bar = tqdm(unit=" texts", file=sys.stderr, disable=not sys.stderr.isatty())
     output = Output(args.output)
     try:
-        with formats.open_input(args.input) as stream, output.open() as written, bar:
-            items = Checked(formats.read(stream, file_format, args.input), args.skip_errors)
-            work = chunks(items)
-            tagged = tag_here(work, setup) if workers == 1 else tag_in_processes(work, setup, workers)
-            with contextlib.closing(tagged):  # on an error here, the workers stop at once
-                for chunk in tagged:
-                    written.write(chunk.text)
-                    counts.add(chunk.counts)
-                    bar.update(chunk.counts.inputs)
-                    bar.set_postfix_str(f"{counts.tokens / (time.perf_counter() - started):,.0f} tokens/s",
-                                        refresh=False)
+        with formats.open_input(args.input) as opened, bar:
+            # Before the output is opened: a usage error leaves no file behind.
+            stream, file_format = input_format(args, opened)
+            setup = (args.model_dir, args.backend, args.min_score, file_format, args.entities_only)
+            items = Checked(formats.read(stream, file_format, args.input, args.text_field), args.skip_errors)
+            with output.open() as written:
+                work = chunks(items)
+                tagged = tag_here(work, setup) if workers == 1 else tag_in_processes(work, setup, workers)
+                with contextlib.closing(tagged):  # on an error here, the workers stop at once
+                    for chunk in tagged:
+                        written.write(chunk.text)
+                        counts.add(chunk.counts)
+                        bar.update(chunk.counts.inputs)
+                        bar.set_postfix_str(f"{counts.tokens / (time.perf_counter() - started):,.0f} tokens/s",
+                                            refresh=False)
         if not items.problem:
             output.finish()
     finally:
@@ -399,3 +442,7 @@ def run() -> None:
     workers stopped on a signal."""
     stop_on_signals()
     exit_now(main())
+
+
+if __name__ == "__main__":  # python -m nerserve.corpus.tag, as tag.py and ner-tag
+    run()

@@ -31,7 +31,7 @@ from nerserve.tagger.memory import give_back_memory_if_grown, resident_bytes
 from nerserve.tagger.pipeline import Document, Pipeline, TooManyTokens, process_pipeline, read_documents
 from nerserve.web import access, contract, metrics
 from nerserve.web.contract import ApiError
-from nerserve.web.pages import register_pages
+from nerserve.web.pages import index_page, prefers_html, register_pages
 from nerserve.web.scheduler import Abandoned, ShortestWorkFirst
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def vary_on_accept(response: Response) -> Response:
+    response.vary.add("Accept")
+    return response
+
+
 def model_loader(app: Flask) -> ModelLoader:
     """The app's model loader; gunicorn's post_worker_init (nerserve.server.gunicorn_config) starts it in each worker."""
     return app.extensions["ner_model"]
@@ -170,9 +175,14 @@ def register_routes(app: Flask, loader: ModelLoader, body_type: TypeAdapter) -> 
     def index() -> Response:
         # The reading of the model directory that the loader shares (nerserve.tagger.description): no wait for the model.
         model = describe_if_readable(app.config["NER_MODEL_DIR"])
+        summary = model.summary() if model else None
+        # One URL, two answers (a page for a browser, JSON for the rest): caches must key on Accept.
+        after_this_request(vary_on_accept)
+        if prefers_html():
+            return index_page(summary)
         return jsonify(
             name="Named-entity recognition API",
-            model=model.summary() if model else None,
+            model=summary,
             endpoints={
                 "POST /api": 'tag a JSON string, {"text": "..."} or {"texts": ["...", ...]}; optional "min_score"',
                 "GET /api/model": "the model: version, tags, held-out F1",

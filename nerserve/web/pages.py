@@ -1,4 +1,4 @@
-"""What a browser reads: the web page (/client), the API's OpenAPI document
+"""What a browser reads: the index (/ asked for HTML), the web page (/client), the API's OpenAPI document
 (/openapi.json) and its interactive reference (/docs, Swagger UI from the
 swagger-ui-py package: no CDN), each with headers that keep it from being
 turned against its reader.
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import re
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_from_directory
 
 # The page and the static files lie beside this module: package data once installed.
 CLIENT_PAGE = Path(__file__).resolve().parent / "simple_client.html"
@@ -51,6 +53,38 @@ def client_page() -> tuple[str, str]:
         connect_src="http: https:",
     )
     return html, policy
+
+
+INDEX_STYLE = "body { font-family: sans-serif; max-width: 40em; margin: 2em auto; line-height: 1.5 }"
+# The index links these, for a reader who came with a browser.
+INDEX_LINKS = {"/client": "try it in a web page", "/docs": "the API reference, interactive",
+               "/openapi.json": "the OpenAPI 3.1 document"}
+
+
+def prefers_html() -> bool:
+    """Whether the client ranks HTML above JSON (a browser). curl's */*, no
+    Accept at all, and application/json get JSON: ties go to JSON, the API's."""
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
+def index_page(model: dict[str, Any] | None) -> Response:
+    """GET / for a browser: the model's name and entity types, and links to
+    the page, the reference and the document. Escaped: the name comes from
+    the model directory's meta.json, which a user may have written. No script:
+    the policy allows only its own inline style."""
+    if model:
+        types = ", ".join(model.get("entity_types") or [])
+        about = f"<p>Model: {html.escape(str(model.get('name')))}; entity types: {html.escape(types)}.</p>"
+    else:
+        about = "<p>The model directory cannot be read: <code>/readyz</code> says more.</p>"
+    links = "".join(f'<li><a href="{path}">{path}</a>: {html.escape(what)}</li>' for path, what in INDEX_LINKS.items())
+    page = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Named-entity recognition API"
+            f"</title><style>{INDEX_STYLE}</style></head><body><h1>Named-entity recognition API</h1>{about}"
+            f"<ul>{links}</ul><p><code>POST /api</code> tags text; <code>GET /</code> with "
+            f"<code>Accept: application/json</code> lists every route.</p></body></html>\n")
+    policy = content_security_policy(script_src="'none'", style_src=inline_hashes(page, "style"),
+                                     connect_src="'none'")
+    return Response(page, mimetype="text/html", headers={"Content-Security-Policy": policy})
 
 
 @pages.get("/client")
