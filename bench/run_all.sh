@@ -49,4 +49,14 @@ set -x
 "$PYTHON" bench/nginx_front.py $front
 "$PYTHON" bench/slug_size.py
 "$PYTHON" bench/public_overhead.py $public
+# Issue 32's: the service before it, for the side-by-side runs (CHECKOUT_BEFORE).
+before=$(mktemp -d) && git archive 442627e | tar -x -C "$before" && ln -s "$PWD/.venv" "$before/.venv"
+"$PYTHON" bench/heavy_clients.py
+"$PYTHON" bench/heavy_clients.py --directory "$before" --output heavy_clients_before.json
+"$PYTHON" bench/heavy_clients.py --ignore-retry-after --output heavy_clients_hostile.json
+"$PYTHON" bench/never_reading_clients.py
+"$PYTHON" bench/quota_concurrency.py
+"$PYTHON" bench/stalled_connections.py --skip-flood --baseline-directory "$before" --output ordinary_traffic.json \
+  --rounds 5 --load-seconds 4
+"$PYTHON" bench/waitress_front.py
 "$PYTHON" bench/report.py
