@@ -245,8 +245,9 @@ def abandonment_check(environ: dict[str, Any]) -> Callable[[], str | None]:
         if client_left():
             return "its client left"
         waited_s = time.monotonic() - received_at
-        return f"it waited {waited_s:.1f} s, past the router's {ROUTER_TIMEOUT_S} s" \
-            if waited_s > ROUTER_TIMEOUT_S else None
+        if waited_s > ROUTER_TIMEOUT_S:
+            return f"it waited {waited_s:.1f} s, past the router's {ROUTER_TIMEOUT_S} s"
+        return None
 
     return why
 
