@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import psutil
 import pytest
@@ -511,3 +512,20 @@ def test_python_app_py_serves_on_loopback_only():
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert "Debug mode: off" in output
+
+
+def test_a_request_is_abandoned_when_its_client_left_or_past_the_routers_limit():
+    class Socket:  # what buffered_worker's ThreadSocket tells of its request
+        def __init__(self, received_at: float, left: bool):
+            self.received_at, self.left = received_at, left
+
+        def client_left(self) -> bool:
+            return self.left
+
+    now = time.monotonic()
+    check = app_module.abandonment_check
+    assert check({"gunicorn.socket": Socket(now, left=False)})() is None
+    assert check({"gunicorn.socket": Socket(now, left=True)})() == "its client left"
+    late = check({"gunicorn.socket": Socket(now - app_module.ROUTER_TIMEOUT_S - 1, left=False)})()
+    assert late.startswith("it waited 3") and late.endswith(f"past the router's {app_module.ROUTER_TIMEOUT_S} s")
+    assert check({})() is None  # another server: only the time is known, and it has just begun
