@@ -6,6 +6,7 @@ with the model it carries as package data."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.launcher import ROOT
+from tests.launcher import HOST, ROOT, free_port, wait_until_ready
+from tests.service_fixtures import post_json
 
 pytestmark = pytest.mark.slow
 # Building and installing download the base dependencies once (pip's cache keeps them).
@@ -78,3 +80,20 @@ def test_the_installed_base_has_no_tensorflow(installed):
     _, bin_dir = installed
     freeze = run([bin_dir / "python", "-m", "pip", "freeze"], cwd=bin_dir).lower()
     assert "nerserve" in freeze and "tensorflow" not in freeze and "pyspark" not in freeze
+
+
+def test_ner_serve_serves_the_api_outside_the_clone(installed, tmp_path):
+    _, bin_dir = installed
+    port = free_port()
+    environment = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": "1"}
+    with (tmp_path / "ner-serve.log").open("wb") as log:
+        server = subprocess.Popen([bin_dir / "ner-serve"], cwd=tmp_path, env=environment, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        url = f"http://{HOST}:{port}"
+        wait_until_ready(url, server)
+        status, answer = post_json(url + "/api", "I love Paris")
+        assert status == 200 and [(e["text"], e["type"]) for e in answer["entities"]] == [("Paris", "LOC")]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
