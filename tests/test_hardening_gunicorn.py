@@ -40,14 +40,20 @@ HEAVY_BODY = json.dumps({"texts": ["a," * 4984 + "b" * 32] * 3}).encode()
 SMALL_BODY_LIMIT = 64 * 1024
 
 
-def post_raw(port: int, body: bytes, headers: dict | None = None, timeout: float = CLIENT_TIMEOUT_S):
+def post_answer(port: int, body: bytes, headers: dict | None = None, timeout: float = CLIENT_TIMEOUT_S):
+    """The answer to one POST /api, read whole: (the response, its body)."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         connection.request("POST", "/api", body, {"Content-Type": "application/json", **(headers or {})})
         response = connection.getresponse()
-        return response.status, response.read()
+        return response, response.read()
     finally:
         connection.close()
+
+
+def post_raw(port: int, body: bytes, headers: dict | None = None, timeout: float = CLIENT_TIMEOUT_S):
+    response, answer = post_answer(port, body, headers, timeout)
+    return response.status, answer
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
@@ -320,14 +326,8 @@ ADMITTED_MAXIMAL = 2  # ADMITTED_WORK_TOKENS: two of them
 def timed_post(port: int, body: bytes) -> tuple[int, str | None, float]:
     """Status, Retry-After and seconds of one POST /api."""
     started = time.perf_counter()
-    connection = http.client.HTTPConnection(HOST, port, timeout=CLIENT_TIMEOUT_S)
-    try:
-        connection.request("POST", "/api", body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        response.read()
-        return response.status, response.getheader("Retry-After"), time.perf_counter() - started
-    finally:
-        connection.close()
+    response, _ = post_answer(port, body)
+    return response.status, response.getheader("Retry-After"), time.perf_counter() - started
 
 
 def test_a_worker_refuses_heavy_work_it_cannot_take_on_at_once_and_answers_small_requests(tmp_path):
