@@ -2,6 +2,7 @@
 and joins an ensemble."""
 
 import json
+import random
 import shutil
 import sys
 
@@ -172,15 +173,33 @@ def test_ensemble_members_may_train_for_different_epochs(tiny_ensemble, tmp_path
 def test_recasing_at_random_keeps_the_tags_and_follows_the_proportions():
     sentences = [Sentence(["Anna", "Smith", "visited", "London"], ["B-PER", "I-PER", "O", "B-LOC"])] * 4000
     config = Config(recase_lower=0.2, recase_upper=0.3)
-    recased = recased_at_random(sentences, config, np.random.default_rng(0))
+    recased = recased_at_random(sentences, config, np.random.default_rng(0), random.Random(0))
     assert all(s.tags == sentences[0].tags for s in recased)
     written = [" ".join(s.words) for s in recased]
     shares = {text: written.count(text) / len(written) for text in set(written)}
     assert set(shares) == {"Anna Smith visited London", "anna smith visited london", "ANNA SMITH VISITED LONDON"}
     assert shares["anna smith visited london"] == pytest.approx(0.2, abs=0.03)
     assert shares["ANNA SMITH VISITED LONDON"] == pytest.approx(0.3, abs=0.03)
-    again = recased_at_random(sentences, config, np.random.default_rng(0))
+    again = recased_at_random(sentences, config, np.random.default_rng(0), random.Random(0))
     assert [s.words for s in again] == [s.words for s in recased]
+
+
+def test_recasing_at_random_writes_text_as_people_type_it():
+    sentences = [Sentence(["Anna", "Smith", "visited", "London"], ["B-PER", "I-PER", "O", "B-LOC"])] * 4000
+    config = Config(recase_lower=0, recase_upper=0, recase_sentence=0.1, recase_title=0.2, recase_mixed=0.4)
+    recased = recased_at_random(sentences, config, np.random.default_rng(0), random.Random(0))
+    written = [" ".join(s.words) for s in recased]
+    shares = {text: written.count(text) / len(written) for text in set(written)}
+    # "mixed" lowercases each of the two names with probability 0.5: a quarter
+    # of its sentences keep both as written.
+    assert shares == {
+        "Anna Smith visited London": pytest.approx(0.3 + 0.4 / 4, abs=0.03),
+        "Anna smith visited london": pytest.approx(0.1, abs=0.03),
+        "Anna Smith Visited London": pytest.approx(0.2, abs=0.03),
+        "anna smith visited London": pytest.approx(0.4 / 4, abs=0.03),
+        "Anna Smith visited london": pytest.approx(0.4 / 4, abs=0.03),
+        "anna smith visited london": pytest.approx(0.4 / 4, abs=0.03),
+    }
 
 
 def test_training_on_train_and_dev_runs_the_fixed_epochs_and_keeps_the_last(tiny_run):
@@ -263,3 +282,5 @@ def test_a_cased_network_is_chosen_on_text_as_written_a_recased_one_on_every_cas
     by_case = {"as_written": 94.0, "lower": 0.0, "upper": 80.0}
     assert choice_f1(by_case, Config(recase_lower=0, recase_upper=0)) == 94.0
     assert choice_f1(by_case, Config(recase_lower=0.25, recase_upper=0.25)) == pytest.approx(58.0)
+    people = {"as_written": 94.0, "lower": 0.0, "upper": 0.0, "sentence": 90.0, "title": 85.0, "mixed": 94.0}
+    assert choice_f1(people, Config(recase_lower=0, recase_upper=0, recase_title=0.1, recase_mixed=0.2)) == 91.0

@@ -15,11 +15,16 @@ class Config:
     # Training words seen once are replaced by the unknown word with this
     # probability, so the network learns what to do with unknown words.
     singleton_unk: float = 0.5
-    # Each epoch, a training sentence is lowercased with probability
-    # recase_lower and uppercased with probability recase_upper, else kept as
-    # written, so that the network learns to tag text without normal case.
+    # Each epoch, a training sentence is written in one casing of
+    # nerserve.tagger.casing.CASINGS with the probability given here, else kept
+    # as written, so that the network learns to tag text as people type it:
+    # lowercased, uppercased, in sentence case, in Title Case, or with its
+    # names half lowercased ("mixed").
     recase_lower: float = 0.25
     recase_upper: float = 0.25
+    recase_sentence: float = 0.0
+    recase_title: float = 0.0
+    recase_mixed: float = 0.0
     # Train on train + dev for a fixed max_epochs (no early stopping): only for
     # final networks, once the epochs were fixed by a run that stopped on dev.
     train_on_dev: bool = False
@@ -44,6 +49,12 @@ class Config:
     # In an ensemble's config.json (nerserve.tagger.training.ensemble), the first member's seed;
     # training.json lists every member's.
     seed: int = 42
+
+    def recasings(self) -> dict[str, float]:
+        """The casings a training sentence may be written in, with their probabilities."""
+        shares = {"lower": self.recase_lower, "upper": self.recase_upper, "sentence": self.recase_sentence,
+                  "title": self.recase_title, "mixed": self.recase_mixed}
+        return {casing: share for casing, share in shares.items() if share}
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import shutil
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from nerserve.tagger import files
+from nerserve.tagger.casing import recase_sentence, recase_sentences
 from nerserve.tagger.config import Config
 from nerserve.tagger.tags import format_report, score
 from nerserve.tagger.training import artifact, glove, keep_types
@@ -38,7 +40,6 @@ from nerserve.tagger.training.data import (
     DataFormatError,
     Sentence,
     read_splits,
-    recase,
     summary,
 )
 from nerserve.tagger.training.evaluate import evaluate, record
@@ -110,30 +111,41 @@ def make_train_step(tagger: Tagger, optimizer: keras.optimizers.Optimizer, margi
     return train_step
 
 
-def recased_at_random(sentences: list[Sentence], config: Config, rng: np.random.Generator) -> list[Sentence]:
-    """Each sentence lowercased with probability recase_lower, uppercased with
-    probability recase_upper, else as written; drawn anew each epoch."""
+def recased_at_random(sentences: list[Sentence], config: Config, rng: np.random.Generator,
+                      names_rng: random.Random) -> list[Sentence]:
+    """Each sentence written in one of config.recasings(), with its probability,
+    else as written; drawn anew each epoch. names_rng draws the names that
+    "mixed" lowercases."""
+    recasings = config.recasings()
     draws = rng.random(len(sentences))
-    cases = np.where(draws < config.recase_lower, "lower",
-                     np.where(draws < config.recase_lower + config.recase_upper, "upper", "as_written"))
-    return [Sentence(recase(s.words, case), s.tags) for s, case in zip(sentences, cases, strict=True)]
+    bounds = np.cumsum(list(recasings.values()))
+    casings = [*recasings, "as_written"]
+    return [Sentence(recase_sentence(s.words, s.tags, casings[k], names_rng), s.tags)
+            for s, k in zip(sentences, np.searchsorted(bounds, draws, side="right"), strict=True)]
 
 
-def dev_f1_by_case(directory: Path, sentences: list[Sentence]) -> dict[str, float]:
-    """Dev F1 with the words as written, lowercased and uppercased."""
+def dev_f1_by_case(directory: Path, sentences: list[Sentence], casings: list[str]) -> dict[str, float]:
+    """Dev F1 in each casing (nerserve.tagger.casing.CASINGS)."""
     tagger = artifact.TensorFlowTagger(directory)
     gold = [s.tags for s in sentences]
-    return {case: score(gold, tagger.tag([recase(s.words, case) for s in sentences])).overall.f1 for case in CASES}
+    pairs = [(s.words, s.tags) for s in sentences]
+    return {casing: score(gold, tagger.tag(recase_sentences(pairs, casing))).overall.f1 for casing in casings}
+
+
+def dev_casings(config: Config) -> list[str]:
+    """The casings a network's dev F1 is taken in: as written and those it is
+    trained on; lowercase and uppercase always, as every dev run logged them."""
+    return list(dict.fromkeys([*CASES, *config.recasings()]))
 
 
 def choice_f1(by_case: dict[str, float], config: Config) -> float:
     """The dev F1 that the epoch is chosen on. A network trained on recased
-    text: the mean over the three cases, so that no case is given up. A cased
-    network (no recasing) is chosen on text as written, as the committed cased
-    networks' dev runs were: lowercase and uppercase text is the caseless
-    networks' (nerserve/tagger/casing.py), and a cased network's scores there are noise."""
-    recased = config.recase_lower or config.recase_upper
-    return float(np.mean([by_case[case] for case in (CASES if recased else ("as_written",))]))
+    text: the mean over as written and the casings it is trained on, so that
+    none is given up. A cased network (no recasing) is chosen on text as
+    written, as the committed cased networks' dev runs were: lowercase and
+    uppercase text is the caseless networks' (nerserve/tagger/casing.py), and
+    a cased network's scores there are noise."""
+    return float(np.mean([by_case[casing] for casing in ("as_written", *config.recasings())]))
 
 
 class Checkpoint:
@@ -219,7 +231,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         rng = np.random.default_rng(config.seed + epoch)
         started = time.time()
         losses = []
-        epoch_set = recased_at_random(train_set, config, rng)
+        epoch_set = recased_at_random(train_set, config, rng, random.Random(config.seed + epoch))
         progress = tqdm(shuffled_batches(epoch_set, config.batch_size, rng), desc=f"epoch {epoch}", leave=False)
         for indices in progress:
             sentences = [epoch_set[i] for i in indices]
@@ -237,7 +249,7 @@ def _train(config: Config, data_dir: Path, out_dir: Path, run_dir: Path) -> floa
         if config.train_on_dev:
             improved = True  # dev is training data here: the last epoch is the model
         else:
-            by_case = dev_f1_by_case(run_dir / "epoch", dev_set)
+            by_case = dev_f1_by_case(run_dir / "epoch", dev_set, dev_casings(config))
             f1 = choice_f1(by_case, config)
             entry.update({"dev_f1": by_case["as_written"], "dev_f1_by_case": by_case, "dev_f1_choice": f1})
             improved = f1 > state["best_f1"]
@@ -300,6 +312,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=Config.seed)
     parser.add_argument("--recase-lower", type=float, default=Config.recase_lower)
     parser.add_argument("--recase-upper", type=float, default=Config.recase_upper)
+    parser.add_argument("--recase-sentence", type=float, default=Config.recase_sentence)
+    parser.add_argument("--recase-title", type=float, default=Config.recase_title)
+    parser.add_argument("--recase-mixed", type=float, default=Config.recase_mixed,
+                        help="probability that a sentence has each of its names lowercased with probability 0.5")
     parser.add_argument("--patience", type=int, default=Config.patience)
     parser.add_argument("--train-on-dev", action="store_true",
                         help="train on train + dev for exactly --max-epochs (final networks only)")
@@ -309,7 +325,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = Config(max_epochs=args.max_epochs, lstm_units=args.lstm_units, batch_size=args.batch_size,
                     singleton_unk=args.singleton_unk, seed=args.seed, recase_lower=args.recase_lower,
-                    recase_upper=args.recase_upper, patience=args.patience,
+                    recase_upper=args.recase_upper, recase_sentence=args.recase_sentence,
+                    recase_title=args.recase_title, recase_mixed=args.recase_mixed, patience=args.patience,
                     train_on_dev=args.train_on_dev,
                     decay_epochs=tuple(args.decay_epochs))
     out = args.out or args.run_dir / "out"
