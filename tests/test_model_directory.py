@@ -48,7 +48,8 @@ TEXTS = ["I love Paris.", "Angela Merkel flew from Berlin to Rome , Madrid and L
 FOUND = [[("Paris", "PLACE")],
          [("Angela Merkel", "PER"), ("Berlin", "PLACE"), ("Rome", "PLACE"), ("Madrid", "PLACE"), ("Lisbon", "PLACE")],
          [("World Cup", "MISC")]]
-SERVED_FILES = (files.VOCAB, files.WORD_VECTORS, files.ONNX, files.CRF, files.CALIBRATION, files.META)
+SERVED_FILES = (files.VOCAB, files.WORD_VECTORS, files.CHARS_ONNX, files.ONNX, files.CRF, files.CALIBRATION,
+                files.META)
 
 
 def renamed(tag: str) -> str:

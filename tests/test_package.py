@@ -55,9 +55,9 @@ def test_the_wheel_carries_the_serving_files_of_the_model_and_no_more(installed)
     wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     model = "nerserve/tagger/committed_model/"
-    served = {"tagger.onnx", "crf.npz", "vocab.json", "word_vectors.npy", "calibration.json", "meta.json"}
+    served = {"chars.onnx", "tagger.onnx", "crf.npz", "vocab.json", "word_vectors.npy", "calibration.json", "meta.json"}
     assert {name for name in names if name.startswith(model)} == {
-        model + prefix + name for prefix in ("", "caseless/") for name in served}
+        model + prefix + name for prefix in ("", "caseless/", "typed/") for name in served}
     assert {"nerserve/web/simple_client.html", "nerserve/web/static/jquery-3.7.1.min.js"} <= names
     assert not [name for name in names if "saved_model" in name or name.endswith("weights.npz")]
 

@@ -11,7 +11,8 @@ A model directory holds:
                      `<member>/<Keras variable path>`; a single network is member 0
   training.json      each member's seed and training history
 and, once exported (python -m nerserve.tagger.training.export):
-  tagger.onnx        the emission network for ONNX Runtime
+  chars.onnx         the words' character features, for ONNX Runtime
+  tagger.onnx        the emission network from words and their features, for ONNX Runtime
   crf.npz            the CRF transition scores (the members' mean)
   saved_model/       the TensorFlow SavedModel, for TensorFlow Serving
   parity.json        the ONNX runtime against TensorFlow on dev and test
@@ -24,6 +25,9 @@ and, optionally:
   caseless/          a model directory of its own, networks trained
                      on recased text, for sentences all in lower or upper case
                      (nerserve.tagger.casing)
+  typed/             another, networks trained on text as people type it
+                     (sentence case, Title Case, names half lowercased), for
+                     Title Case and the names the cased networks miss
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ WORD_VECTORS = "word_vectors.npy"
 WEIGHTS = "weights.npz"
 TRAINING = "training.json"
 ONNX = "tagger.onnx"
+CHARS_ONNX = "chars.onnx"
 CRF = "crf.npz"
 SAVED_MODEL = "saved_model"
 PARITY = "parity.json"
@@ -65,12 +70,13 @@ CALIBRATION = "calibration.json"
 META = "meta.json"
 METRICS = "metrics.json"
 CASELESS = "caseless"
+TYPED = "typed"
 
 # Files the members of an ensemble must have byte for byte the same.
 SHARED_FILES = (VOCAB, WORD_VECTORS)
 # The files that make up the model, hashed into its version (the JSON reports
 # are about the model, not part of it; calibration.json changes its scores).
-MODEL_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, ONNX, CRF, CALIBRATION)
+MODEL_FILES = (CONFIG, VOCAB, WORD_VECTORS, WEIGHTS, CHARS_ONNX, ONNX, CRF, CALIBRATION)
 
 
 def join(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -104,7 +110,7 @@ def count_members(directory: Path) -> int:
 def version(directory: Path) -> str:
     """A hash of the model's files: it changes whenever the model's answers may."""
     digest = hashlib.sha256()
-    for name in [*MODEL_FILES, *(f"{CASELESS}/{name}" for name in MODEL_FILES)]:
+    for name in [*MODEL_FILES, *(f"{inner}/{name}" for inner in (CASELESS, TYPED) for name in MODEL_FILES)]:
         path = directory / name
         if path.exists():
             digest.update(name.encode())

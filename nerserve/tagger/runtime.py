@@ -3,11 +3,18 @@ and the entity scores (nerserve.tagger.marginals).
 
 Imports neither TensorFlow nor Keras, so a web worker stays small and starts
 fast. Reads the model directory that `python -m nerserve.tagger.training.export` completes with
-tagger.onnx and crf.npz.
+chars.onnx, tagger.onnx and crf.npz.
+
+What the network needs of a word depends on the word alone: its ids and its
+character features (chars.onnx, words of one width at a time) are taken once
+for each distinct word of the sentences tagged together, and looked up for
+every place the word appears.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +22,15 @@ import onnxruntime as ort
 
 from nerserve.tagger import files
 from nerserve.tagger.marginals import EntityScorer, ScoredTags
-from nerserve.tagger.vocab import BATCH_SIZE, Vocab, decode_in_batches
+from nerserve.tagger.vocab import (
+    BATCH_SIZE,
+    MAX_BATCH_CELLS,
+    MAX_WORD_CHARS,
+    UNK,
+    Vocab,
+    casing,
+    decode_in_batches,
+)
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
@@ -38,6 +53,18 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
     for t in range(time - 2, -1, -1):
         path[:, t] = backpointers[t][np.arange(batch), path[:, t + 1]]
     return np.where(np.arange(time)[None] < lengths[:, None], path, 0)
+
+
+@dataclass
+class Words:
+    """What the network needs of each distinct word of some sentences, in
+    rows: `rows[word]` is the word's row of `word_ids`, `casing_ids` and
+    `char_features`; row 0 is padding's (ids 0, features 0)."""
+
+    rows: dict[str, int]
+    word_ids: np.ndarray  # [distinct words + 1] int32
+    casing_ids: np.ndarray  # [distinct words + 1] int32
+    char_features: np.ndarray  # [distinct words + 1, members x filters] float32
 
 
 class OnnxTagger:
@@ -69,9 +96,11 @@ class OnnxTagger:
         # worker does not keep the peak of its largest request for good (serve.py
         # then hands the freed pages back to the system).
         options.enable_cpu_mem_arena = False
-        self.session = ort.InferenceSession(
-            str(directory / files.ONNX), options, providers=["CPUExecutionProvider"]
+        self.chars_session, self.session = (
+            ort.InferenceSession(str(directory / name), options, providers=["CPUExecutionProvider"])
+            for name in (files.CHARS_ONNX, files.ONNX)
         )
+        self.char_width = self.chars_session.get_outputs()[0].shape[-1]
         self._check_emission_width(directory)
 
     def _check_emission_width(self, directory: Path) -> None:
@@ -82,30 +111,64 @@ class OnnxTagger:
             raise files.ModelError(f"{directory / files.ONNX}: the network scores {width} tags a word, "
                                    f"but {files.VOCAB} has {len(self.vocab.tags)}")
 
-    def emissions(self, sentences: list[list[str]]) -> np.ndarray:
-        """Emission scores [batch, words, tags] of one padded batch."""
-        batch = self.vocab.encode(sentences)
+    def words(self, sentences: list[list[str]]) -> Words:
+        """The distinct words of the sentences, with their word and casing ids
+        and character features: one chars.onnx run a word width, in runs of at
+        most MAX_BATCH_CELLS characters."""
+        rows: dict[str, int] = {}
+        for sentence in sentences:
+            for word in sentence:
+                rows.setdefault(word, len(rows) + 1)
+        distinct = list(rows)
+        vocab, unknown_word = self.vocab, self.vocab.word_index[UNK]
+        word_ids = np.array([0, *(vocab.word_index.get(w.lower(), unknown_word) for w in distinct)], np.int32)
+        casing_ids = np.array([0, *(vocab.casing_index[casing(w)] for w in distinct)], np.int32)
+        features = np.zeros((len(rows) + 1, self.char_width), np.float32)
+        by_width: dict[int, list[str]] = defaultdict(list)
+        for word in distinct:
+            by_width[min(len(word), MAX_WORD_CHARS)].append(word)
+        index, unknown_char = vocab.char_index, vocab.char_index[UNK]
+        for width, words in by_width.items():
+            step = max(MAX_BATCH_CELLS // width, 1)
+            for start in range(0, len(words), step):
+                chunk = words[start : start + step]
+                char_ids = np.array([[index.get(ch, unknown_char) for ch in w[:width]] for w in chunk], np.int32)
+                (features[[rows[w] for w in chunk]],) = self.chars_session.run(None, {"char_ids": char_ids})
+        return Words(rows, word_ids, casing_ids, features)
+
+    def emissions(self, sentences: list[list[str]], words: Words | None = None) -> np.ndarray:
+        """Emission scores [batch, words, tags] of one padded batch; `words`
+        has its distinct words (words()) when they were taken for more
+        sentences at once."""
+        words = words or self.words(sentences)
+        lengths = np.array([len(s) for s in sentences], np.int32)
+        rows = np.zeros((len(sentences), max(int(lengths.max(initial=0)), 1)), np.int32)
+        for i, sentence in enumerate(sentences):
+            rows[i, : len(sentence)] = [words.rows[word] for word in sentence]
         (emissions,) = self.session.run(None, {
-            "word_vectors": self.word_vectors[batch.word_ids].astype(np.float32),
-            "char_ids": batch.char_ids,
-            "casing_ids": batch.casing_ids,
-            "lengths": batch.lengths,
+            "word_vectors": self.word_vectors[words.word_ids[rows]].astype(np.float32),
+            "char_features": words.char_features[rows],
+            "casing_ids": words.casing_ids[rows],
+            "lengths": lengths,
         })
         return emissions
 
     def tag(self, sentences: list[list[str]]) -> list[list[str]]:
-        paths = decode_in_batches(sentences, self.batch_size, self._decode)
+        words = self.words(sentences)
+        paths = decode_in_batches(sentences, self.batch_size, lambda batch: self._decode(batch, words))
         return [[self.vocab.tags[t] for t in path] for path in paths]
 
     def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
         """The tags, and the probability of each entity they hold (nerserve.tagger.marginals)."""
-        return decode_in_batches(sentences, self.batch_size, self._decode_scored, ScoredTags.empty)
+        words = self.words(sentences)
+        return decode_in_batches(sentences, self.batch_size, lambda batch: self._decode_scored(batch, words),
+                                 ScoredTags.empty)
 
-    def _decode(self, batch: list[list[str]]) -> list[list[int]]:
-        return self.best_paths(self.emissions(batch), np.array([len(s) for s in batch]))
+    def _decode(self, batch: list[list[str]], words: Words) -> list[list[int]]:
+        return self.best_paths(self.emissions(batch, words), np.array([len(s) for s in batch]))
 
-    def _decode_scored(self, batch: list[list[str]]) -> list[ScoredTags]:
-        emissions, lengths = self.emissions(batch), np.array([len(s) for s in batch])
+    def _decode_scored(self, batch: list[list[str]], words: Words) -> list[ScoredTags]:
+        emissions, lengths = self.emissions(batch, words), np.array([len(s) for s in batch])
         paths = self.best_paths(emissions, lengths)
         scores = self.scorer.score(emissions, lengths, paths)
         return [ScoredTags([self.vocab.tags[t] for t in path], s) for path, s in zip(paths, scores, strict=True)]

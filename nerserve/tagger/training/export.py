@@ -1,9 +1,12 @@
 """Export the trained model for serving: `python -m nerserve.tagger.training.export [--model results/crf]`.
 
 Writes, beside the Keras weights:
-  tagger.onnx    the emission network as an ONNX graph built from the weights
-                 (ONNX's own bidirectional LSTM op; for an ensemble, every
-                 member's and their mean), for the lean runtime
+  chars.onnx     the character CNN of every member, run once a distinct word
+                 (its convolution of embeddings as table lookups)
+  tagger.onnx    the rest of the emission network, from the words' vectors,
+                 character features and casings (ONNX's own bidirectional
+                 LSTM op; for an ensemble, every member's and their mean);
+                 both ONNX graphs are built from the weights, for the lean runtime
   crf.npz        the CRF transition scores (the members' mean, as TensorFlow
                  decodes with them), for Viterbi decoding and the entity
                  scores in numpy
@@ -61,13 +64,12 @@ def lstm_weights(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray) ->
     return reorder(kernel).T, reorder(recurrent).T, np.concatenate([reorder(bias), np.zeros_like(bias)])
 
 
-def member_graph(weights: dict[str, np.ndarray], prefix: str) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
-    """One member's emission network: the graph's inputs in, `<prefix>emissions`
-    out. Every other name it makes starts with the prefix."""
-    char_table = weights["char_embedding/embeddings"].copy()
-    char_table[0] = 0.0  # the network zeroes padding characters; so does this row
-    conv_kernel = weights["char_conv/kernel"]  # [width, in, filters]
-    width = conv_kernel.shape[0]
+def member_graph(weights: dict[str, np.ndarray], prefix: str, chars_from: int
+                 ) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """One member's sentence network: the graph's inputs in (its character
+    features are `char_features`[..., chars_from : chars_from + filters]),
+    `<prefix>emissions` out."""
+    filters = weights["char_conv/kernel"].shape[2]
     directions = [
         lstm_weights(*(weights[f"bilstm/{d}_lstm/lstm_cell/{n}"] for n in ("kernel", "recurrent_kernel", "bias")))
         for d in ("forward", "backward")
@@ -75,44 +77,21 @@ def member_graph(weights: dict[str, np.ndarray], prefix: str) -> tuple[list[onnx
     units = directions[0][1].shape[1]
     W, R, B = (np.stack(parts) for parts in zip(*directions, strict=True))
     initializers = {
-        "char_table": char_table,
-        "conv_w": conv_kernel.transpose(2, 1, 0),  # [filters, in, width]
-        "conv_b": weights["char_conv/bias"],
-        "filters": np.array([conv_kernel.shape[2]], np.int64),
+        "chars_from": np.array([chars_from], np.int64), "chars_to": np.array([chars_from + filters], np.int64),
         "casing_table": weights["casing_embedding/embeddings"],
         "lstm_W": W, "lstm_R": R, "lstm_B": B,
         "dense_w": weights["emission/kernel"], "dense_b": weights["emission/bias"],
         "features_shape": np.array([0, 0, 2 * units], np.int64),
     }
-
     def node(op, inputs, outputs, **attributes):
-        """Names in CONSTANTS and the graph inputs are shared; the rest are the member's."""
+        """Names in CONSTANTS and the graph's inputs are shared; the rest are the member's."""
         def own(name):
             return name if name in CONSTANTS or name in INPUTS else prefix + name
         return helper.make_node(op, [own(n) for n in inputs], [own(n) for n in outputs], **attributes)
 
     nodes = [
-        # Characters: embed, convolve, max-pool over real characters only.
-        node("Shape", ["char_ids"], ["char_shape"]),
-        node("Slice", ["char_shape", "axis_2", "axis_3", "axis_0"], ["max_chars"]),
-        node("Concat", ["minus_one", "max_chars"], ["flat_chars_shape"], axis=0),
-        node("Reshape", ["char_ids", "flat_chars_shape"], ["flat_chars"]),  # [words, chars]
-        node("Greater", ["flat_chars", "zero_int"], ["char_mask"]),
-        node("Gather", ["char_table", "flat_chars"], ["char_vectors"]),  # [words, chars, dim]
-        node("Transpose", ["char_vectors"], ["char_channels"], perm=[0, 2, 1]),
-        node("Conv", ["char_channels", "conv_w", "conv_b"], ["conv"], pads=[width // 2, width // 2]),
-        node("Tanh", ["conv"], ["conv_tanh"]),
-        node("Unsqueeze", ["char_mask", "axis_1"], ["char_mask_3d"]),
-        node("Where", ["char_mask_3d", "conv_tanh", "neg_inf"], ["masked_conv"]),
-        node("ReduceMax", ["masked_conv", "axis_2"], ["pooled"], keepdims=0),  # [words, filters]
-        node("Cast", ["char_mask"], ["char_mask_float"], to=TensorProto.FLOAT),
-        node("ReduceMax", ["char_mask_float", "axis_1"], ["has_chars_float"], keepdims=1),
-        node("Cast", ["has_chars_float"], ["has_chars"], to=TensorProto.BOOL),
-        node("Where", ["has_chars", "pooled", "zero"], ["word_chars"]),
-        node("Slice", ["char_shape", "axis_0", "axis_2", "axis_0"], ["batch_words"]),
-        node("Concat", ["batch_words", "filters"], ["chars_shape"], axis=0),
-        node("Reshape", ["word_chars", "chars_shape"], ["chars"]),  # [batch, words, filters]
         # Word features, in the network's order: word vector, characters, casing.
+        node("Slice", ["char_features", "chars_from", "chars_to", "axis_2"], ["chars"]),
         node("Gather", ["casing_table", "casing_ids"], ["casings"]),
         node("Concat", ["word_vectors", "chars", "casings"], ["features"], axis=-1),
         # The bidirectional LSTM runs time-major and stops at each length.
@@ -130,22 +109,99 @@ def member_graph(weights: dict[str, np.ndarray], prefix: str) -> tuple[list[onnx
 # Constants every member's graph shares.
 CONSTANTS = {
     "neg_inf": np.array(-1e9, np.float32), "zero": np.array(0.0, np.float32), "zero_int": np.array(0, np.int32),
-    "minus_one": np.array([-1], np.int64),
-    "axis_0": np.array([0], np.int64), "axis_1": np.array([1], np.int64),
-    "axis_2": np.array([2], np.int64), "axis_3": np.array([3], np.int64),
+    "axis_1": np.array([1], np.int64), "axis_2": np.array([2], np.int64),
 }
-INPUTS = ("word_vectors", "char_ids", "casing_ids", "lengths")
+INPUTS = ("word_vectors", "char_features", "casing_ids", "lengths")
+
+
+def onnx_model(nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], name: str,
+               inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]) -> onnx.ModelProto:
+    """One graph as a checked model; of the initializers, those its nodes use
+    (ONNX Runtime warns of the others, at every start)."""
+    used = {name for node in nodes for name in node.input}
+    graph = helper.make_graph(nodes, name, inputs=inputs, outputs=outputs, initializer=[
+        numpy_helper.from_array(np.asarray(value), key) for key, value in initializers.items() if key in used])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                             producer_name="nerserve.tagger.training.export")
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def conv_tables(members: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The character embeddings and the convolution as one table an offset:
+    tables[k, c] is what character c adds at offset k of the kernel to every
+    member's filters, side by side [kernel, chars, members x filters]; and the
+    members' biases. A convolution of embeddings is a sum of such rows, so the
+    encoder looks them up instead of convolving."""
+    tables = []
+    for weights in members:
+        char_table = weights["char_embedding/embeddings"].astype(np.float64)
+        char_table[0] = 0.0  # the network zeroes padding characters; so does this row
+        kernel = weights["char_conv/kernel"].astype(np.float64)  # [width, in, filters]
+        tables.append(np.einsum("ci,kif->kcf", char_table, kernel))
+    biases = np.concatenate([weights["char_conv/bias"] for weights in members])
+    return np.concatenate(tables, axis=-1).astype(np.float32), biases
+
+
+def build_chars_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
+    """The character encoder: the character ids of words [words, chars] in;
+    every member's character features, side by side, out [words, members x
+    filters]: the CNN (conv_tables) max-pooled over the real characters, 0 for
+    a word without any. A word's features depend on its characters alone, so
+    the runtime runs this once a distinct word, at the word's own width."""
+    tables, biases = conv_tables(members)
+    width = tables.shape[0]
+    # Padded as Keras pads "same": the extra position, for an even width, on the right.
+    pads = np.array([0, (width - 1) // 2, 0, width // 2], np.int64)
+    initializers = {**CONSTANTS, "pads": pads, "conv_b": biases}
+    nodes = [
+        helper.make_node("Greater", ["char_ids", "zero_int"], ["char_mask"]),
+        helper.make_node("Pad", ["char_ids", "pads"], ["padded_ids"]),
+        helper.make_node("Shape", ["char_ids"], ["chars"], start=1, end=2),
+    ]
+    for k in range(width):
+        initializers |= {f"table_{k}": tables[k], f"offset_{k}": np.array([k], np.int64)}
+        nodes += [
+            helper.make_node("Add", ["chars", f"offset_{k}"], [f"end_{k}"]),
+            helper.make_node("Slice", ["padded_ids", f"offset_{k}", f"end_{k}", "axis_1"], [f"ids_{k}"]),
+            helper.make_node("Gather", [f"table_{k}", f"ids_{k}"], [f"part_{k}"]),  # [words, chars, filters]
+        ]
+    nodes += [
+        helper.make_node("Sum", [f"part_{k}" for k in range(width)], ["conv"]),
+        # The bias and tanh after the max-pool, on one row a word: the same
+        # result, as tanh never decreases and the bias is the same at every position.
+        helper.make_node("Unsqueeze", ["char_mask", "axis_2"], ["char_mask_3d"]),
+        helper.make_node("Where", ["char_mask_3d", "conv", "neg_inf"], ["masked_conv"]),
+        helper.make_node("ReduceMax", ["masked_conv", "axis_1"], ["conv_max"], keepdims=0),  # [words, filters]
+        helper.make_node("Add", ["conv_max", "conv_b"], ["conv_biased"]),
+        helper.make_node("Tanh", ["conv_biased"], ["pooled"]),
+        helper.make_node("Cast", ["char_mask"], ["char_mask_float"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["char_mask_float", "axis_1"], ["has_chars_float"], keepdims=1),
+        helper.make_node("Cast", ["has_chars_float"], ["has_chars"], to=TensorProto.BOOL),
+        helper.make_node("Where", ["has_chars", "pooled", "zero"], ["char_features"]),
+    ]
+    return onnx_model(
+        nodes, initializers, "character_features",
+        inputs=[helper.make_tensor_value_info("char_ids", TensorProto.INT32, ["words", "chars"])],
+        outputs=[helper.make_tensor_value_info("char_features", TensorProto.FLOAT, ["words", char_width(members)])],
+    )
+
+
+def char_width(members: list[dict[str, np.ndarray]]) -> int:
+    return sum(weights["char_conv/kernel"].shape[2] for weights in members)
 
 
 def build_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
-    """The emission network: word vectors (looked up by the caller), character
-    ids, casing ids and lengths in; the members' mean emission scores
-    [batch, words, tags] out."""
+    """The sentence network: word vectors (looked up by the caller), the
+    words' character features (build_chars_onnx), casing ids and lengths in;
+    the members' mean emission scores [batch, words, tags] out."""
     nodes, initializers = [], dict(CONSTANTS)
+    chars_from = 0
     for i, weights in enumerate(members):
-        member_nodes, member_initializers = member_graph(weights, f"m{i}_")
+        member_nodes, member_initializers = member_graph(weights, f"m{i}_", chars_from)
         nodes += member_nodes
         initializers.update(member_initializers)
+        chars_from += weights["char_conv/kernel"].shape[2]
     initializers["members"] = np.array(len(members), np.float32)
     nodes += [
         helper.make_node("Sum", [f"m{i}_emissions" for i in range(len(members))], ["emission_sum"]),
@@ -155,22 +211,16 @@ def build_onnx(members: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
     word_dim = (first["bilstm/forward_lstm/lstm_cell/kernel"].shape[0] - first["char_conv/kernel"].shape[2]
                 - first["casing_embedding/embeddings"].shape[1])
     num_tags = first["emission/bias"].shape[0]
-    graph = helper.make_graph(
-        nodes,
-        "bilstm_emissions",
+    return onnx_model(
+        nodes, initializers, "bilstm_emissions",
         inputs=[
             helper.make_tensor_value_info("word_vectors", TensorProto.FLOAT, ["batch", "words", word_dim]),
-            helper.make_tensor_value_info("char_ids", TensorProto.INT32, ["batch", "words", "chars"]),
+            helper.make_tensor_value_info("char_features", TensorProto.FLOAT, ["batch", "words", char_width(members)]),
             helper.make_tensor_value_info("casing_ids", TensorProto.INT32, ["batch", "words"]),
             helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]),
         ],
         outputs=[helper.make_tensor_value_info("emissions", TensorProto.FLOAT, ["batch", "words", num_tags])],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                             producer_name="nerserve.tagger.training.export")
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def export_saved_model(directory: Path, tagger: Ensemble) -> None:
@@ -242,7 +292,6 @@ def write_meta(directory: Path) -> None:
     training = files.read_json(directory, files.TRAINING)
     # Networks trained before training.json recorded their data say nothing of it.
     data = [m["data"] for m in training.get("members", [training]) if "data" in m]
-    caseless = directory / files.CASELESS
     # Only splits the networks never saw: dev is no measure of networks trained on
     # train + dev (metrics.json keeps its figures, with "held_out": false).
     held_out = {key: figures["f1"] for key, figures in metrics.items() if figures.get("held_out", True)}
@@ -257,14 +306,23 @@ def write_meta(directory: Path) -> None:
         "training_data": [d for i, d in enumerate(data) if d not in data[:i]] or None,
         "config": files.read_json(directory, files.CONFIG),
         "temperature": files.temperature(directory),
-        # The networks for sentences all in lower or upper case (nerserve.tagger.casing), if any.
-        "caseless": {
-            "members": files.count_members(caseless),
-            "temperature": files.temperature(caseless),
-            "training_data": files.read_json(caseless, files.META).get("training_data"),
-            "config": files.read_json(caseless, files.CONFIG),
-        } if caseless.is_dir() else None,
+        # The networks for sentences all in lower or upper case, and for text
+        # as people type it (nerserve.tagger.casing), where the model has them.
+        "caseless": inner_model(directory / files.CASELESS),
+        "typed": inner_model(directory / files.TYPED),
     })
+
+
+def inner_model(directory: Path) -> dict | None:
+    """What meta.json says of a model inside the model (caseless/, typed/), if it is there."""
+    if not directory.is_dir():
+        return None
+    return {
+        "members": files.count_members(directory),
+        "temperature": files.temperature(directory),
+        "training_data": files.read_json(directory, files.META).get("training_data"),
+        "config": files.read_json(directory, files.CONFIG),
+    }
 
 
 def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR, saved_model: bool = True) -> dict | None:
@@ -275,7 +333,9 @@ def export(directory: Path, data_dir: Path | None = DEFAULT_DATA_DIR, saved_mode
     from nerserve.tagger.training.artifact import load
     from nerserve.tagger.training.network import Ensemble
 
-    onnx.save(build_onnx(files.read_weights(directory)), directory / files.ONNX)
+    members = files.read_weights(directory)
+    onnx.save(build_chars_onnx(members), directory / files.CHARS_ONNX)
+    onnx.save(build_onnx(members), directory / files.ONNX)
     tagger = Ensemble(load(directory)[0])
     write_crf(directory, tagger)
     if saved_model:
