@@ -185,6 +185,21 @@ def test_any_unicode_goes_through(client):
         assert text[token["start"] : token["end"]] == token["text"]
 
 
+def test_answers_are_compact_utf8_json_and_a_many_text_answer_holds_the_one_text_answer(client):
+    text = "Zoë Ünal flew to São Paulo \U0001f600 with Ørsted."
+    one = client.post("/api", json=text).data
+    assert one == json.dumps(json.loads(one), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    many = client.post("/api", json={"texts": [text, text]}).data
+    assert many == b'{"results":[' + one.rstrip(b"\n") + b"," + one.rstrip(b"\n") + b"]}\n"
+
+
+def test_nan_is_written_as_null_and_what_orjson_refuses_as_json_wrote_it(app):
+    assert app.json.dumps({"score": float("nan"), "scores": [float("inf"), -float("inf")]}) == (
+        '{"score":null,"scores":[null,null]}')
+    # What orjson refuses, json writes as Flask did: a lone surrogate escaped.
+    assert app.json.dumps({"text": "a \ud800", 1: 2**70}) == f'{{"text":"a \\ud800","1":{2**70}}}'
+
+
 @pytest.mark.parametrize(("payload", "field"), [("a \ud800 b", "'text'"), ({"texts": ["ok", "\udfff"]}, "'texts[1]'")])
 def test_a_lone_surrogate_is_400_naming_the_text(client, payload, field):
     # JSON can escape half of a UTF-16 pair, but that is no Unicode character:
@@ -287,7 +302,7 @@ def test_a_request_over_the_token_budget_is_413_before_any_model_call(client, ap
     assert response.status_code == 413
     assert error_of(response) == {
         "code": "too_many_tokens", "tokens": 10, "limit": 9,
-        "message": "the request has over 9 tokens (10 counted before stopping); "
+        "message": "the request has over 9 tokens (at least 10); "
                    "split it into requests of at most 9 tokens",
     }
     assert calls == []

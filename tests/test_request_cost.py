@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from tests.launcher import HOST, gunicorn, poll
+from tests.test_tokenizer_bound import MAX_TEXTS, heavy_texts
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +47,16 @@ def test_a_body_at_the_token_budget_is_answered_and_one_over_it_is_413(tmp_path)
         error = json.loads(over.body)["error"]
         assert (error["code"], error["tokens"], error["limit"]) == ("too_many_tokens", 101, 100)
         assert "split" in error["message"]
+
+
+@pytest.mark.parametrize("shape", ["a, list", "a; list", "city names and a URL", "one sentence of 2,000 words"])
+def test_a_body_of_any_heavy_shape_over_the_budget_is_413(one_worker, shape):
+    # NER_MAX_TEXTS texts of 10,000 characters: from 100,050 tokens (2,000 words) to 500,000 (a list).
+    over = post(one_worker.port, {"texts": [heavy_texts()[shape]] * MAX_TEXTS})
+    assert over.status == 413 and over.getheader("Content-Type") == "application/json"
+    error = json.loads(over.body)["error"]
+    assert (error["code"], error["limit"]) == ("too_many_tokens", 100_000) and error["tokens"] > 100_000
+    assert f"at least {error['tokens']}" in error["message"]
 
 
 def test_a_small_request_is_answered_while_a_heavy_one_is_tagged_on_the_same_worker(one_worker):

@@ -27,7 +27,7 @@ from nerserve.tagger.description import ModelDescription, describe
 from nerserve.tagger.marginals import ScoredTags
 from nerserve.tagger.memory import give_back_memory_if_grown, resident_bytes
 from nerserve.tagger.tags import entity_spans
-from nerserve.tagger.tokenizer import Token, tokenize
+from nerserve.tagger.tokenizer import Token, min_token_count, tokenize
 from nerserve.tagger.windows import Window, cut, stitch_tagged, windows
 
 # Entity scores are rounded: more digits would be noise (the backends agree to ~1e-6).
@@ -68,21 +68,31 @@ class Document:
 
 
 class TooManyTokens(ValueError):
-    """Texts with more tokens than a budget: `counted` when the count stopped, over `limit`."""
+    """Texts with more tokens than a budget: at least `counted` when the count
+    stopped (the tokens of the texts tokenized, and a lower bound of the
+    rest's), over `limit`."""
 
     def __init__(self, counted: int, limit: int):
-        super().__init__(f"{counted} tokens counted; at most {limit}")
+        super().__init__(f"at least {counted} tokens; at most {limit}")
         self.counted, self.limit = counted, limit
 
 
 def read_documents(texts: list[str], max_tokens: int | None = None) -> list[Document]:
-    """The texts tokenized; TooManyTokens as soon as they pass max_tokens in all."""
-    documents, counted = [], 0
-    for text in texts:
+    """The texts tokenized; TooManyTokens as soon as they must pass max_tokens
+    in all: the tokens counted so far and a lower bound of the rest's
+    (min_token_count) say so before the rest is tokenized, so that a body far
+    over the budget is refused without tokenizing any of it."""
+    if max_tokens is None:
+        return [Document(text, tokenize(text)) for text in texts]
+    bounds = [min_token_count(text) for text in texts]
+    at_least, documents = sum(bounds), []
+    for text, bound in zip(texts, bounds, strict=True):
+        if at_least > max_tokens:
+            break
         documents.append(Document(text, tokenize(text)))
-        counted += documents[-1].token_count
-        if max_tokens is not None and counted > max_tokens:
-            raise TooManyTokens(counted, max_tokens)
+        at_least += documents[-1].token_count - bound
+    if at_least > max_tokens:
+        raise TooManyTokens(at_least, max_tokens)
     return documents
 
 

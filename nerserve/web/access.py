@@ -447,8 +447,8 @@ def charge(tokens: int, chars: int) -> None:
 
 
 def charge_refused(tokens: int, chars: int) -> None:
-    """Count a request refused for its size once its texts were tokenized to
-    `tokens` (and `chars` read), with no 429: its 413 says more."""
+    """Count a request refused for its size once at least `tokens` tokens were
+    counted in its texts (and `chars` read), with no 429: its 413 says more."""
     access = _guarded_access()
     if access is not None:
         access.charge(tokens_charged(tokens, chars))

