@@ -24,7 +24,6 @@ from nerserve.tagger import files
 from nerserve.tagger.marginals import EntityScorer, ScoredTags
 from nerserve.tagger.vocab import (
     BATCH_SIZE,
-    MAX_BATCH_CELLS,
     MAX_WORD_CHARS,
     UNK,
     Vocab,
@@ -53,6 +52,34 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, transitions: np.ndarray,
     for t in range(time - 2, -1, -1):
         path[:, t] = backpointers[t][np.arange(batch), path[:, t + 1]]
     return np.where(np.arange(time)[None] < lengths[:, None], path, 0)
+
+
+# A chars.onnx run costs about as much as this many more character cells
+# (14 us against 0.35 us a cell, one core): words of near widths share a run
+# while padding them costs less than another run.
+RUN_COST_CELLS = 40
+# The character cells of one chars.onnx run at most: its tensors, 600 bytes a
+# cell, stay within the processor's caches (at 32,768 cells a cell costs four
+# times as much).
+MAX_RUN_CELLS = 8192
+
+
+def width_groups(words: list[str]) -> list[tuple[int, list[str]]]:
+    """The words (each cut to MAX_WORD_CHARS) in runs of chars.onnx: (width,
+    words) with no word wider than width. Widths are taken in turn, narrowest
+    first; the next joins the run before while padding that run's words to it
+    costs at most RUN_COST_CELLS, and a run holds at most MAX_RUN_CELLS cells."""
+    by_width: dict[int, list[str]] = defaultdict(list)
+    for word in words:
+        by_width[min(len(word), MAX_WORD_CHARS)].append(word)
+    runs: list[tuple[int, list[str]]] = []
+    for width in sorted(by_width):
+        if runs and len(runs[-1][1]) * (width - runs[-1][0]) <= RUN_COST_CELLS:
+            runs[-1] = (width, runs[-1][1] + by_width[width])
+        else:
+            runs.append((width, by_width[width]))
+    return [(width, group[start : start + max(MAX_RUN_CELLS // width, 1)])
+            for width, group in runs for start in range(0, len(group), max(MAX_RUN_CELLS // width, 1))]
 
 
 @dataclass
@@ -113,8 +140,8 @@ class OnnxTagger:
 
     def words(self, sentences: list[list[str]]) -> Words:
         """The distinct words of the sentences, with their word and casing ids
-        and character features: one chars.onnx run a word width, in runs of at
-        most MAX_BATCH_CELLS characters."""
+        and character features (chars.onnx, in runs of words of near widths:
+        width_groups)."""
         rows: dict[str, int] = {}
         for sentence in sentences:
             for word in sentence:
@@ -124,16 +151,12 @@ class OnnxTagger:
         word_ids = np.array([0, *(vocab.word_index.get(w.lower(), unknown_word) for w in distinct)], np.int32)
         casing_ids = np.array([0, *(vocab.casing_index[casing(w)] for w in distinct)], np.int32)
         features = np.zeros((len(rows) + 1, self.char_width), np.float32)
-        by_width: dict[int, list[str]] = defaultdict(list)
-        for word in distinct:
-            by_width[min(len(word), MAX_WORD_CHARS)].append(word)
         index, unknown_char = vocab.char_index, vocab.char_index[UNK]
-        for width, words in by_width.items():
-            step = max(MAX_BATCH_CELLS // width, 1)
-            for start in range(0, len(words), step):
-                chunk = words[start : start + step]
-                char_ids = np.array([[index.get(ch, unknown_char) for ch in w[:width]] for w in chunk], np.int32)
-                (features[[rows[w] for w in chunk]],) = self.chars_session.run(None, {"char_ids": char_ids})
+        for width, words in width_groups(distinct):
+            char_ids = np.zeros((len(words), width), np.int32)  # 0 pads the narrower words
+            for i, word in enumerate(words):
+                char_ids[i, : len(word)] = [index.get(ch, unknown_char) for ch in word[:width]]
+            (features[[rows[w] for w in words]],) = self.chars_session.run(None, {"char_ids": char_ids})
         return Words(rows, word_ids, casing_ids, features)
 
     def emissions(self, sentences: list[list[str]], words: Words | None = None) -> np.ndarray:
