@@ -26,8 +26,9 @@ if [ -n "${QUICK:-}" ]; then
   bounded="--texts 5 --slow-connections 8 --slow-seconds 4 --load-seconds 1 --rounds 1"
   public="--seconds 2 --repeats 1"; cost="--share-seconds 3 --load-seconds 1 --rounds 1"
   stalled="--seconds 15 --stalled 100 --trickling 20 --load-seconds 1 --rounds 1"; front="--load-seconds 1 --rounds 1"
+  steps="--rounds 1 --limit 300"
 else
-  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""; public=""; cost=""
+  speed=""; profile=""; cold=""; memory=""; load=""; capacity=""; bounded=""; public=""; cost=""; steps=""
   stalled="--rounds 9 --load-seconds 3"; front="--rounds 5"
 fi
 
@@ -59,4 +60,6 @@ before=$(mktemp -d) && git archive 442627e | tar -x -C "$before" && ln -s "$PWD/
 "$PYTHON" bench/stalled_connections.py --skip-flood --baseline-directory "$before" --output ordinary_traffic.json \
   --rounds 5 --load-seconds 4
 "$PYTHON" bench/waitress_front.py
+# Issue 29's steps, each from a git worktree of its commit under .cache/steps/.
+"$PYTHON" bench/steps.py $steps
 "$PYTHON" bench/report.py
