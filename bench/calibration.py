@@ -7,7 +7,9 @@ serve.py's model_api (syntok tokenization, the lean runtime, the temperature in
 the model's calibration.json). A predicted entity is right when a gold entity
 has exactly its character span and type. Prints the expected calibration error
 over 10 equal-width bins, precision and recall of the entities kept at
-min_score 0.5, 0.7 and 0.9, and draws the reliability diagram.
+min_score 0.5, 0.7 and 0.9, and draws the reliability diagram; then the same
+figures on test in each casing of nerserve.tagger.casing.CASINGS (the words
+recased, then joined), as people type text.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from common import ROOT, machine, pyplot, write_json
 
 import serve
 from nerserve.tagger import files
+from nerserve.tagger.casing import CASINGS, recase_sentences
 from nerserve.tagger.tags import entity_spans
 from nerserve.tagger.training.calibration import expected_calibration_error
 from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
@@ -37,13 +40,16 @@ def gold_entities(words: list[str], tags: list[str]) -> set[tuple[int, int, str]
             for s in entity_spans(tags)}
 
 
-def scored_entities(model_api: serve.ModelApi, path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """Every predicted entity's score and whether it is right; and how many gold entities there are."""
-    sentences = read_conll(path)
-    results = model_api([" ".join(s.words) for s in sentences])
+def scored_entities(model_api: serve.ModelApi, path: Path, casing: str = "as_written"
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every predicted entity's score and whether it is right; and how many
+    gold entities there are. The sentences are written in `casing`."""
+    pairs = [(s.words, s.tags) for s in read_conll(path)]
+    sentences = [(words, tags) for words, (_, tags) in zip(recase_sentences(pairs, casing), pairs, strict=True)]
+    results = model_api([" ".join(words) for words, _ in sentences])
     scores, correct, gold_count = [], [], 0
-    for sentence, result in zip(sentences, results, strict=True):
-        gold = gold_entities(sentence.words, sentence.tags)
+    for (words, tags), result in zip(sentences, results, strict=True):
+        gold = gold_entities(words, tags)
         gold_count += len(gold)
         for entity in result["entities"]:
             scores.append(entity["score"])
@@ -101,8 +107,13 @@ def main() -> None:
               f"ECE {f['ece']:.4f}")
         for t, at in f["at_threshold"].items():
             print(f"  min_score {t}: {at['kept']:,} kept, precision {at['precision']:.4f}, recall {at['recall']:.4f}")
+    by_casing = {casing: summarize(*scored_entities(model_api, args.data_dir / SPLITS["test"], casing))
+                 for casing in CASINGS}
+    print("test by casing: ECE, and the precision of the entities scored 0.9 or more")
+    for casing, f in by_casing.items():
+        print(f"  {casing}: ECE {f['ece']:.4f}, precision at 0.9 {f['at_threshold']['0.9']['precision']:.4f}")
     result = {**machine(), "model": str(args.model), "version": model_api.info.get("version"),
-              "temperature": temperature, "bins": BINS, "splits": figures}
+              "temperature": temperature, "bins": BINS, "splits": figures, "test_by_casing": by_casing}
     print(f"wrote {write_json('calibration.json', result)} and {FIGURE}")
 
 

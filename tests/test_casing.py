@@ -20,10 +20,11 @@ from nerserve.tagger.casing import (
     sentence_case,
     title_case,
     upper_char,
+    with_entities_added,
 )
 from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 
-# The issue's sentences (28), typed as people type them; the cased tagger found nothing in them.
+# The issue's sentences (28), typed as people type them, where the cased tagger alone failed.
 TYPED_AS_PEOPLE_TYPE = [
     ("Going to paris with john smith tomorrow", [("paris", "LOC"), ("john smith", "PER")]),
     ("Meeting with microsoft in seattle next week", [("microsoft", "ORG"), ("seattle", "LOC")]),
@@ -32,6 +33,13 @@ TYPED_AS_PEOPLE_TYPE = [
     ("Angela Merkel met Tim Cook. the european union fined google in brussels.",
      [("Angela Merkel", "PER"), ("Tim Cook", "PER"), ("european union", "ORG"), ("google", "ORG"),
       ("brussels", "LOC")]),
+    # The README's example: a name half lowercased, which the typed network adds to the cased ones'.
+    ("Angela Merkel met tim cook. the european union fined google in brussels.",
+     [("Angela Merkel", "PER"), ("tim cook", "PER"), ("european union", "ORG"), ("google", "ORG"),
+      ("brussels", "LOC")]),
+    # Title Case without a small word capitalised: the typed network's alone (the cased
+    # networks gave "Syria Easily").
+    ("Coach Says Japan Beat Syria Easily", [("Japan", "LOC"), ("Syria", "LOC")]),
 ]
 
 
@@ -111,6 +119,55 @@ def test_the_caseless_tagger_gets_capitalised_words_lowercased():
     CaseRouter(cased, caseless).tag([["Going", "to", "Paris", "With", "NATO"], ["Going", "to", "Paris"]])
     assert cased.calls == [[["Going", "to", "Paris"]]]
     assert caseless.calls == [[["going", "to", "paris", "with", "NATO"]]]
+
+
+class Typed:
+    """A typed tagger: tags and scores given per sentence, by its first word."""
+
+    def __init__(self, answers: dict[str, tuple[list[str], list[float]]]):
+        self.answers, self.calls = answers, []
+
+    def tag_scored(self, sentences):
+        self.calls.append(sentences)
+        return [ScoredTags(list(self.answers[s[0]][0]), np.array(self.answers[s[0]][1])) for s in sentences]
+
+    def tag(self, sentences):
+        return [scored.tags for scored in self.tag_scored(sentences)]
+
+
+def test_with_a_typed_tagger_title_case_without_small_words_goes_to_it_alone():
+    cased, caseless = Recorder("cased"), Recorder("caseless")
+    headline = ["Japan", "Coach", "Says", "Team", "Ready"]
+    typed = Typed({"Japan": (["B-LOC", "O", "O", "O", "O"], [0.9, np.nan, np.nan, np.nan, np.nan])})
+    assert CaseRouter(cased, caseless, typed).tag([headline]) == [["B-LOC", "O", "O", "O", "O"]]
+    assert cased.calls == [] and caseless.calls == [] and typed.calls == [[headline]]
+    # Without a typed tagger it is the cased tagger's, as before.
+    assert CaseRouter(cased, caseless).tag([headline]) == [["cased"] * 5]
+
+
+def test_with_a_typed_tagger_the_cased_route_gains_the_names_it_missed():
+    nan = np.nan
+    cased = ScoredRecorder("cased")
+    cased.tag_scored = lambda sentences: [ScoredTags(["B-PER", "I-PER", "O", "O", "O", "O", "O"],
+                                                     np.array([0.99, nan, nan, nan, nan, nan, nan])) for _ in sentences]
+    sentence = ["Angela", "Merkel", "met", "tim", "cook", "in", "paris"]
+    typed = Typed({"Angela": (["B-ORG", "I-ORG", "O", "B-PER", "I-PER", "O", "B-LOC"],
+                              [0.8, nan, nan, 0.7, nan, nan, 0.3])})
+    [result] = CaseRouter(cased, Recorder("caseless"), typed).tag_scored([sentence])
+    # "Angela Merkel" keeps the cased tags; "tim cook" is added; "paris", scored 0.3, is not.
+    assert result.tags == ["B-PER", "I-PER", "O", "B-PER", "I-PER", "O", "O"]
+    assert result.scores[[0, 3]].tolist() == [0.99, 0.7]
+
+
+@pytest.mark.parametrize(("base", "extra", "scores", "joined"), [
+    (["O", "O", "O"], ["B-LOC", "I-LOC", "O"], [0.6, 0.6, 0.0], ["B-LOC", "I-LOC", "O"]),
+    (["O", "B-PER", "O"], ["B-LOC", "I-LOC", "O"], [0.6, 0.6, 0.0], ["O", "B-PER", "O"]),  # overlaps: left out
+    (["O", "O", "O"], ["B-LOC", "O", "O"], [0.49, 0.0, 0.0], ["O", "O", "O"]),  # scored under 0.5
+    (["O", "I-LOC", "O"], ["B-LOC", "O", "O"], [0.9, 0.0, 0.0], ["B-LOC", "B-LOC", "O"]),  # two entities, not one
+    (["O", "O"], ["I-ORG", "I-ORG"], [0.9, 0.9], ["B-ORG", "I-ORG"]),
+])
+def test_with_entities_added(base, extra, scores, joined):
+    assert with_entities_added(base, ScoredTags(extra, np.array(scores))) == joined
 
 
 @pytest.mark.parametrize(("words", "lowered"), [
@@ -256,6 +313,16 @@ def test_sentence_and_title_case_of_real_text(dev_sentences):
         "West", "indian", "all-rounder", "phil", "simmons", "took"]
     assert recase_sentences([(words, tags)], "title")[0][:6] == [
         "West", "Indian", "All-Rounder", "Phil", "Simmons", "Took"]
+
+
+def test_lower_and_upper_recase_each_word_as_str_does():
+    words = ["Angela", "Merkel", "visited", "U.S.", "troops", "in", "Straße", "42"]
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "O", "O", "B-LOC", "O"]
+    assert recase_sentences([(words, tags)], "lower") == [
+        ["angela", "merkel", "visited", "u.s.", "troops", "in", "straße", "42"]]
+    assert recase_sentences([(words, tags)], "upper") == [
+        ["ANGELA", "MERKEL", "VISITED", "U.S.", "TROOPS", "IN", "STRASSE", "42"]]
+    assert recase_sentences([(words, tags)], "as_written") == [words]
 
 
 def test_every_casing_has_a_recasing(dev_sentences):

@@ -13,7 +13,6 @@ from nerserve.tagger.training.data import (
     read_conll,
     read_splits,
     read_training_file,
-    recase,
     summary,
     write_conll,
 )
@@ -53,19 +52,6 @@ def test_bad_tag_names_file_and_line(tmp_path):
     path = write(tmp_path, "Paris B-LOC\n\nBerlin LOC\n")
     with pytest.raises(DataFormatError, match=rf"{path.name}:3: tag 'LOC' is not IOB2"):
         read_conll(path)
-
-
-def test_recase_changes_the_words_only():
-    words = ["Angela", "Merkel", "visited", "U.S.", "troops", "in", "Straße", "42"]
-    assert recase(words, "lower") == ["angela", "merkel", "visited", "u.s.", "troops", "in", "straße", "42"]
-    assert recase(words, "upper") == ["ANGELA", "MERKEL", "VISITED", "U.S.", "TROOPS", "IN", "STRASSE", "42"]
-    assert recase(words, "as_written") == words
-    assert recase(words, "as_written") is not words
-
-
-def test_recase_refuses_an_unknown_case():
-    with pytest.raises(ValueError, match="case must be one of as_written, lower, upper"):
-        recase(["Paris"], "title")
 
 
 def test_glove_fetch_writes_into_the_cache_it_is_given(tmp_path, monkeypatch):

@@ -17,16 +17,19 @@ def load_tagger(directory: Path, backend: str = "onnx"):
     """`onnx`: the lean runtime, no TensorFlow import (serving's default).
     `tensorflow`: the Keras network and TensorFlow CRF (the reference).
     A model directory with a caseless/ model inside gives both, behind a
-    nerserve.tagger.casing.CaseRouter."""
+    nerserve.tagger.casing.CaseRouter, and its typed/ model too where it has one."""
     directory = Path(directory)
-    caseless = directory / files.CASELESS
+    caseless, typed = directory / files.CASELESS, directory / files.TYPED
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "tensorflow":
         from nerserve.tagger.training.artifact import TensorFlowTagger
 
         tagger = TensorFlowTagger(directory)
-        return routed(directory, tagger, TensorFlowTagger(caseless)) if caseless.is_dir() else tagger
+        if not caseless.is_dir():
+            return tagger
+        return routed(directory, tagger, TensorFlowTagger(caseless),
+                      TensorFlowTagger(typed) if typed.is_dir() else None)
     from nerserve.tagger.runtime import OnnxTagger
 
     tagger = OnnxTagger(directory)
@@ -34,14 +37,18 @@ def load_tagger(directory: Path, backend: str = "onnx"):
         return tagger
     # Networks trained on the same data have the same vocabulary and vectors:
     # one copy serves both.
-    same_words = all(filecmp.cmp(directory / name, caseless / name, shallow=False) for name in files.SHARED_FILES)
-    return routed(directory, tagger, OnnxTagger(caseless, shares_words_with=tagger if same_words else None))
+    def sharing(other: Path) -> OnnxTagger:
+        same_words = all(filecmp.cmp(directory / name, other / name, shallow=False) for name in files.SHARED_FILES)
+        return OnnxTagger(other, shares_words_with=tagger if same_words else None)
+
+    return routed(directory, tagger, sharing(caseless), sharing(typed) if typed.is_dir() else None)
 
 
-def routed(directory: Path, cased: Any, caseless: Any) -> CaseRouter:
-    """The two taggers behind a CaseRouter; ModelError unless they have the same
+def routed(directory: Path, cased: Any, caseless: Any, typed: Any = None) -> CaseRouter:
+    """The taggers behind a CaseRouter; ModelError unless they have the same
     tag set, the one that the pipeline and the API describe (nerserve.tagger.description)."""
-    if set(caseless.vocab.tags) != set(cased.vocab.tags):
-        raise files.ModelError(f"{directory / files.CASELESS / files.VOCAB}: tags {caseless.vocab.tags}, "
-                               f"not those of {directory / files.VOCAB}, {cased.vocab.tags}")
-    return CaseRouter(cased, caseless)
+    for name, other in ((files.CASELESS, caseless), (files.TYPED, typed)):
+        if other is not None and set(other.vocab.tags) != set(cased.vocab.tags):
+            raise files.ModelError(f"{directory / name / files.VOCAB}: tags {other.vocab.tags}, "
+                                   f"not those of {directory / files.VOCAB}, {cased.vocab.tags}")
+    return CaseRouter(cased, caseless, typed)

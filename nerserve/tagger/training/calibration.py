@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from nerserve.tagger import files
+from nerserve.tagger.casing import CASINGS, recase_sentences
 from nerserve.tagger.marginals import EntityScorer
 from nerserve.tagger.runtime import OnnxTagger
 from nerserve.tagger.tags import entity_spans
-from nerserve.tagger.training.data import CASES, DEFAULT_DATA_DIR, Sentence, read_conll, recase
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, Sentence, read_conll
 from nerserve.tagger.training.export import write_meta
 from nerserve.tagger.vocab import batches_by_length
 
@@ -74,9 +75,11 @@ def fit_temperature(nll_at: Callable[[float], float], low: float = 0.25, high: f
 
 def fit(model: Path, data_file: Path, cases: tuple[str, ...] = ("as_written",)) -> dict:
     """Fit the temperature of `model` on a CoNLL file, its sentences written in
-    each of `cases` (a caseless model sees only lower and upper case text);
-    what calibration.json holds."""
-    sentences = [Sentence(recase(s.words, case), s.tags) for case in cases for s in read_conll(data_file)]
+    each of `cases` (nerserve.tagger.casing.CASINGS: a caseless model sees only
+    lower and upper case text); what calibration.json holds."""
+    pairs = [(s.words, s.tags) for s in read_conll(data_file)]
+    sentences = [Sentence(words, tags) for case in cases
+                 for words, (_, tags) in zip(recase_sentences(pairs, case), pairs, strict=True)]
     tagger = OnnxTagger(model)
     # The network runs once; only the CRF's marginals change with T.
     batches = []
@@ -120,8 +123,8 @@ def main() -> None:
     # Never the test set: its figures must stay a fair check (bench/calibration.py).
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR / "valid.txt",
                         help="CoNLL file the --fit-on model was not trained on")
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=["as_written"],
-                        help="how the sentences are written: as in the file, lowercased, uppercased")
+    parser.add_argument("--cases", nargs="+", choices=CASINGS, default=["as_written"],
+                        help="how the sentences are written (nerserve.tagger.casing.CASINGS)")
     args = parser.parse_args()
     calibration = fit(args.fit_on, args.data, tuple(args.cases))
     files.write_json(args.write_to, files.CALIBRATION, calibration)

@@ -23,22 +23,6 @@ HELD_OUT_SHARE = 0.1
 HELD_OUT_SEED = 0
 
 
-# How a sentence's words are written: as in the source, or all lower/upper case
-# (chat, search queries and transcripts; headlines).
-CASES = ("as_written", "lower", "upper")
-
-
-def recase(words: list[str], case: str) -> list[str]:
-    """The words in the given case (one of CASES); the tags do not change."""
-    if case == "lower":
-        return [w.lower() for w in words]
-    if case == "upper":
-        return [w.upper() for w in words]
-    if case == "as_written":
-        return list(words)
-    raise ValueError(f"case must be one of {', '.join(CASES)}, not {case!r}")
-
-
 class DataFormatError(ValueError):
     """A line of a data file that is not `word ... tag`."""
 

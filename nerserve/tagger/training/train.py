@@ -35,7 +35,6 @@ from nerserve.tagger.config import Config
 from nerserve.tagger.tags import format_report, score
 from nerserve.tagger.training import artifact, glove, keep_types
 from nerserve.tagger.training.data import (
-    CASES,
     DEFAULT_DATA_DIR,
     DataFormatError,
     Sentence,
@@ -135,7 +134,7 @@ def dev_f1_by_case(directory: Path, sentences: list[Sentence], casings: list[str
 def dev_casings(config: Config) -> list[str]:
     """The casings a network's dev F1 is taken in: as written and those it is
     trained on; lowercase and uppercase always, as every dev run logged them."""
-    return list(dict.fromkeys([*CASES, *config.recasings()]))
+    return list(dict.fromkeys(["as_written", "lower", "upper", *config.recasings()]))
 
 
 def choice_f1(by_case: dict[str, float], config: Config) -> float:
