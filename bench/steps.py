@@ -35,6 +35,8 @@ STEPS = [
     ("before (the pipeline of issue 28's first half)", "61559b2"),
     ("character features once a distinct word, at its own width (chars.onnx)", "22aebcb"),
     ("413 from a lower bound of the tokens; JSON by orjson", "7478a00"),
+    ("chars.onnx runs of words of near widths", "8719a23"),
+    ("the typed network of issue 28: one more network on most sentences", "b88bf6c"),
 ]
 SMALL_CALLS = 200
 MODEL_DIR = "results/crf"  # in each worktree: the commit's committed model

@@ -148,7 +148,7 @@ def decode_in_batches(
 
 def padded_chars(sentence: list[str]) -> int:
     """The character width a sentence needs in a padded batch."""
-    return max((min(len(w), MAX_WORD_CHARS) for w in sentence), default=1)
+    return min(max(map(len, sentence), default=1), MAX_WORD_CHARS)
 
 
 def batches_by_length(
