@@ -12,11 +12,11 @@ import tensorflow as tf
 
 from nerserve.tagger import files
 from nerserve.tagger.backends import load_tagger
-from nerserve.tagger.casing import CaseRouter
+from nerserve.tagger.casing import CaseRouter, recase_sentences
 from nerserve.tagger.runtime import OnnxTagger
 from nerserve.tagger.tags import score
 from nerserve.tagger.training.artifact import TensorFlowTagger
-from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll, recase
+from nerserve.tagger.training.data import DEFAULT_DATA_DIR, read_conll
 from nerserve.tagger.training.evaluate import metrics_key
 from nerserve.tagger.vocab import batches_by_length
 
@@ -40,28 +40,29 @@ def dev():
 
 
 def networks(model_dir):
-    """The model's own directory and its caseless one: each is a full model."""
-    return [model_dir, model_dir / files.CASELESS]
+    """The model's own directory, its caseless and its typed one: each is a full model."""
+    return [model_dir, model_dir / files.CASELESS, model_dir / files.TYPED]
 
 
 def test_the_committed_model_routes_caseless_sentences(reference, lean):
     assert isinstance(reference, CaseRouter) and isinstance(lean, CaseRouter)
-    # Trained on the same data, the two share one vocabulary and one copy of the vectors.
-    assert lean.caseless.vocab is lean.cased.vocab and lean.caseless.word_vectors is lean.cased.word_vectors
+    # Trained on the same data, the three share one vocabulary and one copy of the vectors.
+    for other in (lean.caseless, lean.typed):
+        assert other.vocab is lean.cased.vocab and other.word_vectors is lean.cased.word_vectors
 
 
-@pytest.mark.parametrize(("split", "case"), [("valid", "lower"), ("test", "as_written")])
+@pytest.mark.parametrize(("split", "case"), [("valid", "lower"), ("test", "as_written"), ("test", "mixed")])
 def test_scores_reproduce_metrics_json(model_dir, lean, split, case):
     """Re-scoring gives what metrics.json (and the README) report; the model is
     trained on train + dev, so test is its real measure and dev F1 is no check."""
     sentences = read_conll(DEFAULT_DATA_DIR / f"{split}.txt")
-    predicted = lean.tag([recase(s.words, case) for s in sentences])
+    predicted = lean.tag(recase_sentences([(s.words, s.tags) for s in sentences], case))
     f1 = score([s.tags for s in sentences], predicted).overall.f1
     assert round(f1, 2) == files.read_json(model_dir, files.METRICS)[metrics_key(split, case)]["f1"]
 
 
 def test_lowercased_dev_f1_of_the_committed_model(lean, dev):
-    predicted = lean.tag([recase(s.words, "lower") for s in dev])
+    predicted = lean.tag(recase_sentences([(s.words, s.tags) for s in dev], "lower"))
     assert score([s.tags for s in dev], predicted).overall.f1 >= 85.0
 
 
@@ -81,7 +82,7 @@ def test_obvious_entities_in_every_case(model_dir, backend):
     ]
 
 
-@pytest.mark.parametrize("network", [0, 1], ids=["cased", "caseless"])
+@pytest.mark.parametrize("network", [0, 1, 2], ids=["cased", "caseless", "typed"])
 def test_lean_runtime_matches_tensorflow_on_a_dev_sample(model_dir, dev, network):
     directory = networks(model_dir)[network]
     reference, lean = TensorFlowTagger(directory), OnnxTagger(directory)
@@ -94,7 +95,7 @@ def test_lean_runtime_matches_tensorflow_on_a_dev_sample(model_dir, dev, network
             np.testing.assert_allclose(got[i, : len(sentence)], expected[i, : len(sentence)], atol=1e-4)
 
 
-@pytest.mark.parametrize("network", [0, 1], ids=["cased", "caseless"])
+@pytest.mark.parametrize("network", [0, 1, 2], ids=["cased", "caseless", "typed"])
 def test_full_parity_report_of_the_export(model_dir, network):
     report = json.loads((networks(model_dir)[network] / "parity.json").read_text())
     for split in ("valid", "test"):
@@ -102,7 +103,7 @@ def test_full_parity_report_of_the_export(model_dir, network):
         assert report[split]["max_abs_emission_diff"] < 1e-4
 
 
-@pytest.mark.parametrize("network", [0, 1], ids=["cased", "caseless"])
+@pytest.mark.parametrize("network", [0, 1, 2], ids=["cased", "caseless", "typed"])
 def test_saved_model_serving_signature(model_dir, network):
     directory = networks(model_dir)[network]
     reference = TensorFlowTagger(directory)
