@@ -60,6 +60,10 @@ before=$(mktemp -d) && git archive 442627e | tar -x -C "$before" && ln -s "$PWD/
 "$PYTHON" bench/stalled_connections.py --skip-flood --baseline-directory "$before" --output ordinary_traffic.json \
   --rounds 5 --load-seconds 4
 "$PYTHON" bench/waitress_front.py
-# Issue 29's steps, each from a git worktree of its commit under .cache/steps/.
+# Issue 29's: the service before it (commit 61559b2) beside this one, then its steps, each from a git
+# worktree of its commit under .cache/steps/.
+before29=$(mktemp -d) && git archive 61559b2 | tar -x -C "$before29" && ln -s "$PWD/.venv" "$before29/.venv"
+"$PYTHON" bench/stalled_connections.py --skip-flood --baseline-directory "$before29" --output ordinary_traffic_29.json \
+  --rounds 5 --load-seconds 4
 "$PYTHON" bench/steps.py $steps
 "$PYTHON" bench/report.py

@@ -82,6 +82,16 @@ def parity_row(label: str, split: str) -> Figure:
                            f"{parity['max_abs_emission_diff']:.1e}"])
 
 
+def steps_head() -> dict:
+    """The last step of bench/steps.py: the committed pipeline."""
+    return read("bench/results/steps.json")["steps"][-1]
+
+
+def corpus_ratio() -> float:
+    results = read("bench/results/corpus_throughput.json")["results"]
+    return results["tag.py --workers 1"]["tokens_per_s"] / results["spaCy n_process=1"]["tokens_per_s"]
+
+
 def calibration_test() -> dict:
     return read("bench/results/calibration.json")["splits"]["test"]
 
@@ -112,6 +122,12 @@ def figures() -> list[Figure]:
                "bench/results/request_cost.json maximal, two_at_once",
                lambda: [f"{max(r['seconds'] for r in accepted()):.1f}", f"{max(r['peak_rss_mb'] for r in accepted()):.0f}",
                         f"{read('bench/results/request_cost.json')['two_at_once']['peak_pss_mb']:.0f}"]),
+        # MODEL.md: the committed model's speed beside its scores (bench/steps.py, bench/corpus_throughput.py).
+        Figure("MODEL.md", r"the committed model tags ([\d,]+) tokens/s of raw text .* one 15-word text takes "
+               r"([\d.]+) ms inside a worker \(p50\); `tag.py --workers 1` is ([\d.]+)x spaCy",
+               "bench/results/steps.json, bench/results/corpus_throughput.json",
+               lambda: [f"{steps_head()['tokens_per_s']:,.0f}", f"{steps_head()['small_p50_ms']:.2f}",
+                        f"{corpus_ratio():.2f}"]),
         # MODEL.md: the committed model's scores, on CoNLL's tokens and from raw text.
         scores_row("test", "as written"),
         scores_row("test_lower", "lowercased"),
