@@ -6,9 +6,9 @@ fast. Reads the model directory that `python -m nerserve.tagger.training.export`
 chars.onnx, tagger.onnx and crf.npz.
 
 What the network needs of a word depends on the word alone: its ids and its
-character features (chars.onnx, words of one width at a time) are taken once
-for each distinct word of the sentences tagged together, and looked up for
-every place the word appears.
+character features (chars.onnx, words of near widths in one run) are taken
+once for each distinct word of the sentences tagged together, and looked up
+for every place the word appears.
 """
 
 from __future__ import annotations
@@ -78,8 +78,11 @@ def width_groups(words: list[str]) -> list[tuple[int, list[str]]]:
             runs[-1] = (width, runs[-1][1] + by_width[width])
         else:
             runs.append((width, by_width[width]))
-    return [(width, group[start : start + max(MAX_RUN_CELLS // width, 1)])
-            for width, group in runs for start in range(0, len(group), max(MAX_RUN_CELLS // width, 1))]
+    chunks = []
+    for width, group in runs:
+        size = max(MAX_RUN_CELLS // width, 1)
+        chunks += [(width, group[start : start + size]) for start in range(0, len(group), size)]
+    return chunks
 
 
 @dataclass
