@@ -285,6 +285,7 @@ class CaseRouter:
         return self._route(sentences, lambda tagger, batch: tagger.tag_scored(batch))
 
     def route(self, words: list[str]) -> str:
+        """CASELESS, TYPED or CASED: the route of a sentence (or clause) by its case."""
         if is_caseless(words):
             return CASELESS
         return TYPED if self.typed is not None and looks_title_case(words) else CASED

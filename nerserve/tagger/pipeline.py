@@ -46,8 +46,9 @@ SLICE_TOKENS = 4096
 SLICE_GROWTH_BYTES = 64 * 2**20
 
 # One sentence for each tagger a model may have (nerserve.tagger.casing routes a
-# sentence by its case): written as news is, for the cased one, and in lower
-# case, for the caseless one where the directory has one.
+# sentence by its case): written as news is, for the cased one (and the typed
+# one, which joins it there, where the directory has one), and in lower case,
+# for the caseless one where the directory has one.
 WARM_UP_TEXTS = ["Angela Merkel visited Washington.", "angela merkel visited washington."]
 
 # Given the tokens a request has left to tag, a context in which one slice is
