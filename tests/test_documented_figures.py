@@ -1,7 +1,8 @@
-"""Figures that cannot go stale: each measured figure of README.md and MODEL.md
-is checked against the file it came from (the model's metrics.json,
-calibration.json, parity.json and meta.json, bench/results/*.json), and
-BENCHMARKS.md is what bench/report.py makes of bench/results/ now.
+"""Figures that cannot go stale: each measured figure of README.md,
+docs/heroku.md and MODEL.md is checked against the file it came from (the
+model's metrics.json, calibration.json, parity.json and meta.json,
+bench/results/*.json), and BENCHMARKS.md is what bench/report.py makes of
+bench/results/ now.
 
 MODEL.md's figures of runs whose networks are not committed (the experiments on
 dev in "How it was chosen") are records of those runs, and have no file here to
@@ -111,13 +112,16 @@ def figures() -> list[Figure]:
         Figure("README.md", r"metrics\.json: ([\d.]+), ([\d.]+) lowercased, ([\d.]+) uppercased",
                "results/crf/metrics.json test, test_lower, test_upper",
                lambda: [two(metrics(key)["f1"]) for key in ("test", "test_lower", "test_upper")]),
-        Figure("README.md", r"Those files take (\d+) MB", "bench/results/slug_size.json app_files_bytes",
+        # docs/heroku.md: the slug's size (bench/slug_size.py).
+        Figure("docs/heroku.md", r"Those files take (\d+) MB", "bench/results/slug_size.json app_files_bytes",
                lambda: [slug("app_files_bytes")]),
-        Figure("README.md", r"the packages `requirements.txt` installs (\d+) MB, and both compress to (\d+) MB",
+        Figure("docs/heroku.md",
+               r"the packages `requirements.txt` installs (\d+) MB, and both compress to (\d+) MB",
                "bench/results/slug_size.json packages_bytes, compressed_bytes",
                lambda: [slug("packages_bytes"), slug("compressed_bytes")]),
-        # README.md: the worst case a request may cost (bench/request_cost.py).
-        Figure("README.md", r"The heaviest bodies within the limits take up to ([\d.]+) s on one core and make a "
+        # docs/heroku.md: the worst case a request may cost (bench/request_cost.py).
+        Figure("docs/heroku.md",
+               r"The heaviest bodies within the limits take up to ([\d.]+) s on one core and make a "
                r"worker peak at (\d+) MB; two workers each tagging one at once take (\d+) MB",
                "bench/results/request_cost.json maximal, two_at_once",
                lambda: [f"{max(r['seconds'] for r in accepted()):.1f}", f"{max(r['peak_rss_mb'] for r in accepted()):.0f}",
@@ -172,7 +176,7 @@ def test_the_figure_is_the_one_its_file_gives(figure: Figure):
 
 
 def test_the_slug_figure_is_the_size_of_the_files_now():
-    # bench/slug_size.py's JSON, which README.md quotes, against what the files weigh now.
+    # bench/slug_size.py's JSON, which docs/heroku.md quotes, against what the files weigh now.
     measured = sum((ROOT / name).stat().st_size for name in slug_files())
     assert slug("app_files_bytes") == megabytes(measured), \
         "the slug's files changed size: rerun `python bench/slug_size.py` and `python bench/report.py`"
