@@ -6,6 +6,7 @@ itself is tested against real gunicorn (tests/test_hardening_gunicorn.py)."""
 from __future__ import annotations
 
 import json
+import selectors
 import socket
 import threading
 
@@ -198,6 +199,37 @@ def test_each_worker_sees_the_fewest_connections_another_worker_holds():
     counts.release(third)
     assert counts.fewest_elsewhere(first) is None  # alone
     assert counts.claim() == second
+
+
+def balancing_worker(listener: socket.socket, holds: int, other_holds: int) -> BufferedThreadWorker:
+    """A worker's accepting part, with `holds` connections, beside one other worker."""
+    worker = BufferedThreadWorker.__new__(BufferedThreadWorker)
+    worker.sockets, worker.poller, worker.accept_resumes_at = [listener], selectors.DefaultSelector(), None
+    worker.connection_counts = ConnectionCounts(slots=2)
+    worker.counts_slot, other = worker.connection_counts.claim(), worker.connection_counts.claim()
+    worker.connection_counts.write(other, other_holds)
+    worker.nr_conns = holds
+    worker.poller.register(listener, selectors.EVENT_READ, worker.accept)
+    return worker
+
+
+def test_a_worker_that_holds_too_many_takes_connections_again_once_it_no_longer_does():
+    # Clients that connect for each request (Heroku's router, curl) left a
+    # worker deaf for all of ACCEPT_WAIT_S after its own connections had
+    # closed: the other worker took every client, then set its listeners
+    # aside in turn (8 such clients: p50 38 ms, 13 ms since).
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()[:2], timeout=5):
+        listener.setblocking(False)
+        worker = balancing_worker(listener, holds=3, other_holds=0)
+        worker.wait_for_and_dispatch_events(timeout=5)  # the client's connection wakes accept()
+        assert worker.accept_resumes_at is not None  # 3 against 0: left to the other worker
+        worker.wait_for_and_dispatch_events(timeout=0)
+        assert worker.accept_resumes_at is not None  # still 3: still set aside
+        worker.nr_conns = 1  # two of its requests were answered and their connections closed
+        worker.wait_for_and_dispatch_events(timeout=0)
+        assert worker.accept_resumes_at is None
+        assert worker.poller.get_key(listener).data == worker.accept  # accepting again, before ACCEPT_WAIT_S
 
 
 def test_a_request_s_work_is_bounded_by_its_body_and_by_the_token_limit():

@@ -776,23 +776,38 @@ class BufferedThreadWorker(ThreadWorker):
 
     def accept(self, listener) -> None:
         """Called by the poller, in every worker, when a connection is queued. A
-        worker holding more connections than another (beyond accept_slack) sets
-        the listeners aside for ACCEPT_WAIT_S, for that one to accept it."""
-        fewest_elsewhere = self.connection_counts.fewest_elsewhere(self.counts_slot)
-        if fewest_elsewhere is None or self.nr_conns <= fewest_elsewhere + accept_slack(fewest_elsewhere):
+        worker holding more connections than another (holds_too_many) sets the
+        listeners aside, for that one to accept it."""
+        if not self.holds_too_many():
             super().accept(listener)
             return
         for each in self.sockets:
             self.poller.unregister(each)
         self.accept_resumes_at = time.monotonic() + ACCEPT_WAIT_S
 
+    def holds_too_many(self) -> bool:
+        """More connections than another worker, beyond accept_slack."""
+        fewest_elsewhere = self.connection_counts.fewest_elsewhere(self.counts_slot)
+        return fewest_elsewhere is not None and self.nr_conns > fewest_elsewhere + accept_slack(fewest_elsewhere)
+
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """With the listeners set aside, they come back after ACCEPT_WAIT_S, with
+        the connection waited for, or as soon as this worker no longer holds
+        too many: a worker that held the most when one client connected may
+        hold the fewest a request later, and clients that connect for each
+        request (Heroku's router, curl) would otherwise all go to the other
+        worker, which then sets its listeners aside too (p50 at 8 such
+        clients: 38 ms against 13 ms, bench/request_cost.py)."""
         if self.accept_resumes_at is not None:
             timeout = min(timeout, max(self.accept_resumes_at - time.monotonic(), 0.0))
         super().wait_for_and_dispatch_events(timeout)
         self.connection_counts.write(self.counts_slot, self.nr_conns)
-        if self.accept_resumes_at is not None and time.monotonic() >= self.accept_resumes_at:
+        if self.accept_resumes_at is None:
+            return
+        if time.monotonic() >= self.accept_resumes_at:
             self.resume_accepting(take_one=True)
+        elif not self.holds_too_many():
+            self.resume_accepting(take_one=False)  # a connection still queued wakes accept() again
 
     def resume_accepting(self, take_one: bool) -> None:
         """The listeners back on the poller, after accepting the connection that
