@@ -111,6 +111,31 @@ def test_a_finished_run_renames_its_file_into_place_with_the_usual_mode(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "target.jsonl", "texts.txt"]
 
 
+def test_the_output_is_on_disk_before_its_name_and_its_name_before_the_run_ends(tmp_path, monkeypatch):
+    # A crash or a power cut between the rename and the kernel's writeback would
+    # otherwise leave an empty or partial file under the output's name.
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source: str, target: str) -> None:
+        events.append(("replace", target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    output = corpus.Output(str(tmp_path / "tagged.jsonl"))
+    output.open().write("{}\n")
+    temporary = output.temporary
+    output.finish()
+    assert events == [("fsync", temporary), ("replace", str(tmp_path / "tagged.jsonl")), ("fsync", str(tmp_path))]
+    assert Path(temporary).name.startswith(".tagged.jsonl.") and not Path(temporary).exists()
+    assert (tmp_path / "tagged.jsonl").read_text() == "{}\n"
+
+
 def test_a_gzip_output_names_the_output_in_its_header(tmp_path):
     (tmp_path / "texts.txt").write_text(SENTENCE + "\n")
     run = run_tag(tmp_path / "texts.txt", "-o", tmp_path / "tagged.jsonl.gz", "--workers", "1")

@@ -199,10 +199,15 @@ class Output:
         return raw
 
     def finish(self) -> None:
-        """Everything is written: the file takes its place."""
+        """Everything is written: the file takes its place. Its bytes reach the
+        disk before its name does, and the name before this returns, so that a
+        crash or a power cut leaves the earlier file or the whole new one."""
         self._close()
         if self.temporary:
-            os.replace(self.temporary, os.path.realpath(self.path))
+            final = os.path.realpath(self.path)
+            _sync(self.temporary)
+            os.replace(self.temporary, final)
+            _sync(os.path.dirname(final))
             self.temporary = None
 
     def discard(self) -> None:
@@ -218,6 +223,15 @@ class Output:
         for stream in (self._text, self._raw):
             if stream is not None and not stream.closed:
                 stream.close()
+
+
+def _sync(path: str) -> None:
+    """The file's (or the directory's) data on disk, not only in the page cache."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _create_beside(path: str) -> tuple[str, IO[bytes]]:
