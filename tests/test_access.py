@@ -249,13 +249,25 @@ SPELLINGS_OF_ONE_ADDRESS = ["2001:db8::1", "2001:DB8::1", "2001:0db8:0000:0000:0
 
 
 @pytest.mark.parametrize(("spelling", "address"), [
-    *[(spelling, "2001:db8::1") for spelling in SPELLINGS_OF_ONE_ADDRESS],
+    *[(spelling, "2001:db8::/64") for spelling in SPELLINGS_OF_ONE_ADDRESS],
+    ("2001:db8::ffff:ffff:ffff:ffff", "2001:db8::/64"),  # any address of the client's /64
+    ("2001:db8:0:1::1", "2001:db8:0:1::/64"),  # the next /64: another client
     ("::ffff:192.0.2.1", "192.0.2.1"), ("::FFFF:c000:201", "192.0.2.1"),  # IPv4-mapped IPv6
     ("192.0.2.1:41234", "192.0.2.1:41234"),  # no IP address: as written
 ])
-def test_a_client_address_has_one_spelling(spelling, address):
+def test_a_client_has_one_spelling(spelling, address):
     assert access.client_address({"REMOTE_ADDR": spelling}, 0) == address
     assert access.client_address({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": spelling}, 1) == address
+
+
+def test_the_addresses_of_one_ipv6_network_are_one_client(make_client):
+    # A host picks any address of its /64 (privacy addresses): a new address a
+    # request would otherwise be a new quota a request.
+    client = make_client(NER_RATE_LIMIT=limits.parse("2/minute"), NER_TRUSTED_PROXIES=1)
+    statuses = [client.post("/api", json=TEXT, headers={"X-Forwarded-For": f"2001:db8:1:2::{suffix:x}"}).status_code
+                for suffix in range(1, 6)]
+    assert statuses == [200, 200, 429, 429, 429]
+    assert client.post("/api", json=TEXT, headers={"X-Forwarded-For": "2001:db8:1:3::1"}).status_code == 200
 
 
 def test_five_spellings_of_one_ipv6_address_are_one_client(make_client):

@@ -75,6 +75,10 @@ LOCAL_WINDOWS_KEPT = 10_000
 CHARACTERS_PER_TOKEN = 10
 # Where a forwarded address is not an IP address (a port, a name), the most of it kept.
 MAX_ADDRESS_CHARS = 64
+# An IPv6 client is its /64: a subscriber gets at least that many addresses
+# (RFC 6177) and a host may take any of them (privacy addresses, RFC 8981),
+# so one address a quota would give a client 2^64 quotas.
+IPV6_CLIENT_PREFIX = 64
 QUOTAS = ("Requests", "Tokens")
 REDIS_KEY_PREFIX = "ner-quota:"
 # Fixed windows counted as limits counts them (its incr_expire.lua), several
@@ -388,7 +392,7 @@ def matching_key_id(key: str, digests: tuple[str, ...]) -> str | None:
 
 
 def client_address(environ: dict[str, Any], trusted_proxies: int) -> str:
-    """The address that the last of `trusted_proxies` appended to X-Forwarded-For, normalised.
+    """The address that the last of `trusted_proxies` appended to X-Forwarded-For, as one client (normalised_address).
 
     Each proxy appends the address it was connected from, so the last
     `trusted_proxies` values were written by them; anything before, by the
@@ -401,17 +405,21 @@ def client_address(environ: dict[str, Any], trusted_proxies: int) -> str:
 
 
 def normalised_address(text: str) -> str:
-    """One spelling an address, so that one client is one quota: IPv6 in its
-    short lower-case form ("2001:DB8:0::1" is "2001:db8::1"), an IPv4-mapped
-    IPv6 address as IPv4 ("::ffff:192.0.2.1" is "192.0.2.1"). What is no IP
-    address (a proxy that appends a port) is kept as written, cut short."""
+    """One spelling a client, so that one client is one quota: an IPv4 address;
+    an IPv4-mapped IPv6 address as IPv4 ("::ffff:192.0.2.1" is "192.0.2.1");
+    other IPv6 addresses as their IPV6_CLIENT_PREFIX network, in its short
+    lower-case form ("2001:DB8:0::1" and "2001:db8::2" are "2001:db8::/64").
+    What is no IP address (a proxy that appends a port) is kept as written,
+    cut short."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         return text[:MAX_ADDRESS_CHARS]
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
-    return str(address)
+    return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
 
 
 def init_app(app: Flask) -> None:
