@@ -66,6 +66,16 @@ def test_both_viterbi_decoders_find_the_best_path(seed):
         assert not tf_paths[b, length:].any() and not np_paths[b, length:].any()
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_viterbi_finds_the_best_path_when_no_sequence_is_padded(seed):
+    emissions, _, transitions, start, end = random_crf(seed)
+    lengths = np.full(len(LENGTHS), max(LENGTHS), np.int32)  # a single sentence, or sentences of one length
+    paths = viterbi(emissions, lengths, transitions, start, end)
+    for b in range(len(lengths)):
+        best = max(all_paths(max(LENGTHS)), key=lambda p: path_score(emissions[b], p, transitions, start, end))
+        assert tuple(paths[b]) == best
+
+
 def test_viterbi_on_a_single_word_batch():
     emissions, _, transitions, start, end = random_crf(7)
     one_word = emissions[:, :1]
