@@ -350,6 +350,29 @@ def test_workers_are_capped_at_the_available_cores(tmp_path):
         f"tag.py: --workers 999 is more than the {cores} cores available: {cores} workers")
 
 
+def test_a_conll_file_without_blank_lines_is_never_held_whole():
+    """Past MAX_CONLL_SENTENCE_ROWS a sentence is malformed and its rows dropped
+    as they are read: 4 times as many rows take no more memory than the cap's."""
+    def peak_reading(rows: int) -> tuple[list, int]:
+        conll = b"Paris NNP B-NP B-LOC\n" * rows + b"\nRome NNP B-NP B-LOC\n"
+        tracemalloc.start()
+        try:
+            items = [item for item in corpus.read(io.BytesIO(conll), "conll", "one.conll")]
+            return items, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    cap = corpus.MAX_CONLL_SENTENCE_ROWS
+    items, peak_at_the_cap = peak_reading(cap)
+    assert [len(item.rows) for item in items] == [cap, 1]
+    items, peak = peak_reading(4 * cap)
+    assert [type(item).__name__ for item in items] == ["Malformed", "Sentence"]
+    assert str(items[0]) == (f"one.conll:{cap + 1}: a sentence of more than {cap:,} rows "
+                             "(are its sentences separated by blank lines?)")
+    assert items[1].rows == [["Rome", "NNP", "B-NP", "B-LOC"]]
+    assert peak < 1.5 * peak_at_the_cap
+
+
 def test_a_conll_token_with_a_no_break_space_stays_one_column(tmp_path):
     conll = "New\u00a0York NNP B-NP B-LOC\nis VBZ B-VP O\n\n"
     (tmp_path / "nbsp.conll").write_text(conll)

@@ -47,6 +47,10 @@ TEXT_FIELD = "text"
 IOB_TAG = re.compile(r"O|[BIES]-[A-Za-z_]+")
 # A CoNLL row's columns: the token and at most a few annotations (CoNLL-2003 has 4).
 MAX_CONLL_COLUMNS = 6
+# A CoNLL sentence of more rows is malformed, its rows dropped as they are
+# read: a file without blank lines is one sentence, which would otherwise be
+# held whole. A request's token budget (NER_MAX_TOKENS), some 30 MB of rows.
+MAX_CONLL_SENTENCE_ROWS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +377,9 @@ def _utf8_writable(value: Any) -> bool:
 def _conll_sentences(lines: Iterable[tuple[int, str | Malformed]], name: str) -> Iterator[Sentence | Malformed]:
     """Sentences are separated by blank lines; a -DOCSTART- line is one of its
     own. Every row must have as many columns as the file's first; a sentence
-    with a row that does not, or that is not UTF-8, is Malformed (at that row)."""
+    with a row that does not, or that is not UTF-8, or with more than
+    MAX_CONLL_SENTENCE_ROWS rows, is Malformed (at that row), and its rows are
+    not kept."""
     columns = 0
     start, rows, problem = 0, [], None  # the sentence being read; start 0: none
     for number, line in lines:
@@ -391,8 +397,14 @@ def _conll_sentences(lines: Iterable[tuple[int, str | Malformed]], name: str) ->
         columns = columns or len(row)
         if len(row) != columns:
             problem = problem or Malformed(number, f"{len(row)} columns where the file's rows have {columns}", name)
+        if len(rows) == MAX_CONLL_SENTENCE_ROWS:
+            problem = problem or Malformed(number, f"a sentence of more than {MAX_CONLL_SENTENCE_ROWS:,} rows "
+                                                   "(are its sentences separated by blank lines?)", name)
         start = start or number
-        rows.append(row)
+        if problem:
+            rows = []  # a malformed sentence is not tagged: its rows are not kept
+        else:
+            rows.append(row)
     if start:
         yield problem or Sentence(start, rows)
 
