@@ -795,9 +795,9 @@ class BufferedThreadWorker(ThreadWorker):
         the connection waited for, or as soon as this worker no longer holds
         too many: a worker that held the most when one client connected may
         hold the fewest a request later, and clients that connect for each
-        request (Heroku's router, curl) would otherwise all go to the other
-        worker, which then sets its listeners aside too (p50 at 8 such
-        clients: 38 ms against 13 ms, bench/request_cost.py)."""
+        request (curl, scripts, Heroku's legacy router) would otherwise all go
+        to the other worker, which then sets its listeners aside too (p50 at 8
+        such clients: 38.9 ms against 12.1 ms, bench/request_cost.py)."""
         if self.accept_resumes_at is not None:
             timeout = min(timeout, max(self.accept_resumes_at - time.monotonic(), 0.0))
         super().wait_for_and_dispatch_events(timeout)
