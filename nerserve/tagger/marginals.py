@@ -27,6 +27,8 @@ MAX_SPREAD = 600.0
 
 # (emissions, lengths) -> (alpha, beta, log_z), as ForwardBackward(transitions, start, end) gives
 ForwardBackwardFunction = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# (a sentence's index among those tagged, its tags) -> whether its entities are scored (a tagger's tag_scored)
+ScoredIf = Callable[[int, list[str]], bool]
 
 
 @dataclass
@@ -218,19 +220,35 @@ class EntityScorer:
         self.tag_ids = {kind: (index.get("B-" + kind), index.get("I-" + kind)) for kind in entity_types(tags)}
 
     def score(self, emissions: np.ndarray, lengths: np.ndarray, paths: list[list[int]],
-              forward_backward: ForwardBackwardFunction | None = None) -> list[np.ndarray]:
+              forward_backward: ForwardBackwardFunction | None = None,
+              rows: list[int] | None = None) -> list[np.ndarray]:
         """Per sentence, a [tokens] array: the probability of the entity that
         starts at each token, NaN where none starts (ScoredTags.scores).
         forward_backward: another implementation under this scorer's CRF
-        (the TensorFlow backend's); by default, numpy's."""
+        (the TensorFlow backend's); by default, numpy's. rows: the sentences
+        of the batch to score (by default all); forward-backward runs on those
+        of them that hold an entity only, and the others' scores stay NaN."""
+        lengths = np.asarray(lengths)
         scores = [np.full(length, np.nan) for length in lengths]
-        spans = [(b, span) for b, path in enumerate(paths)
-                 for span in entity_spans([self.tags[t] for t in path])]
-        if spans:
-            emissions = np.asarray(emissions, np.float64) / self.temperature
-            alpha, beta, log_z = (forward_backward or self.forward_backward)(emissions, lengths)
+        spans = [(b, span) for b in (range(len(paths)) if rows is None else rows)
+                 for span in entity_spans([self.tags[t] for t in paths[b]])]
+        scored = sorted({b for b, _ in spans})
+        if scored:
+            emissions = np.asarray(emissions[scored], np.float64) / self.temperature
+            alpha, beta, log_z = (forward_backward or self.forward_backward)(emissions, lengths[scored])
+            row = {b: r for r, b in enumerate(scored)}
             for b, span in spans:
-                log_probability = span_log_probability(alpha[b], beta[b], log_z[b], emissions[b], self.crf[0],
+                r = row[b]
+                log_probability = span_log_probability(alpha[r], beta[r], log_z[r], emissions[r], self.crf[0],
                                                        lengths[b], span.start, span.end, *self.tag_ids[span.type])
                 scores[b][span.start] = min(math.exp(log_probability), 1.0)
         return scores
+
+
+def rows_to_score(batch: list[int], tags: list[list[str]], scored_if: ScoredIf | None) -> list[int] | None:
+    """The rows of a batch (the indices of its sentences, and their tags) whose
+    entities scored_if asks to be scored; None (all) without scored_if."""
+    if scored_if is None:
+        return None
+    return [row for row, (index, sentence_tags) in enumerate(zip(batch, tags, strict=True))
+            if scored_if(index, sentence_tags)]

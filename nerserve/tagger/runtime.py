@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from nerserve.tagger import files
-from nerserve.tagger.marginals import EntityScorer, ScoredTags
+from nerserve.tagger.marginals import EntityScorer, ScoredIf, ScoredTags, rows_to_score
 from nerserve.tagger.vocab import (
     BATCH_SIZE,
     MAX_WORD_CHARS,
@@ -187,23 +187,30 @@ class OnnxTagger:
 
     def tag(self, sentences: list[list[str]]) -> list[list[str]]:
         words = self.words(sentences)
-        paths = decode_in_batches(sentences, self.batch_size, lambda batch: self._decode(batch, words))
+        paths = decode_in_batches(sentences, self.batch_size,
+                                  lambda batch: self._decode([sentences[i] for i in batch], words))
         return [[self.vocab.tags[t] for t in path] for path in paths]
 
-    def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
-        """The tags, and the probability of each entity they hold (nerserve.tagger.marginals)."""
+    def tag_scored(self, sentences: list[list[str]], scored_if: ScoredIf | None = None) -> list[ScoredTags]:
+        """The tags, and the probability of each entity they hold
+        (nerserve.tagger.marginals); with scored_if, of the sentences i whose
+        tags it takes (scored_if(i, tags)) only, the others' scores left NaN."""
         words = self.words(sentences)
-        return decode_in_batches(sentences, self.batch_size, lambda batch: self._decode_scored(batch, words),
+        return decode_in_batches(sentences, self.batch_size,
+                                 lambda batch: self._decode_scored(batch, sentences, words, scored_if),
                                  ScoredTags.empty)
 
     def _decode(self, batch: list[list[str]], words: Words) -> list[list[int]]:
         return self.best_paths(self.emissions(batch, words), np.array([len(s) for s in batch]))
 
-    def _decode_scored(self, batch: list[list[str]], words: Words) -> list[ScoredTags]:
+    def _decode_scored(self, indices: list[int], sentences: list[list[str]], words: Words,
+                       scored_if: ScoredIf | None) -> list[ScoredTags]:
+        batch = [sentences[i] for i in indices]
         emissions, lengths = self.emissions(batch, words), np.array([len(s) for s in batch])
         paths = self.best_paths(emissions, lengths)
-        scores = self.scorer.score(emissions, lengths, paths)
-        return [ScoredTags([self.vocab.tags[t] for t in path], s) for path, s in zip(paths, scores, strict=True)]
+        tags = [[self.vocab.tags[t] for t in path] for path in paths]
+        scores = self.scorer.score(emissions, lengths, paths, rows=rows_to_score(indices, tags, scored_if))
+        return [ScoredTags(t, s) for t, s in zip(tags, scores, strict=True)]
 
     def best_paths(self, emissions: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
         """The Viterbi tag ids of each sentence, cut to its length."""

@@ -132,16 +132,17 @@ def _tag_order(tag: str) -> tuple[str, str]:
 
 
 def decode_in_batches(
-    sentences: list[list[str]], batch_size: int, decode: Callable[[list[list[str]]], list[Decoded]],
+    sentences: list[list[str]], batch_size: int, decode: Callable[[list[int]], list[Decoded]],
     empty: Callable[[], Decoded] = list,
 ) -> list[Decoded]:
     """What `decode` gives for each sentence (its tag ids), decoding non-empty
-    sentences in batches of similar length; an empty sentence gets `empty()`."""
+    sentences in batches of similar length, each given to `decode` as the
+    indices of its sentences; an empty sentence gets `empty()`."""
     paths: list[Decoded] = [empty() for _ in sentences]
     nonempty = [i for i, s in enumerate(sentences) if s]
     for positions in batches_by_length([sentences[i] for i in nonempty], batch_size):
         indices = [nonempty[p] for p in positions]
-        for i, path in zip(indices, decode([sentences[i] for i in indices]), strict=True):
+        for i, path in zip(indices, decode(indices), strict=True):
             paths[i] = path
     return paths
 

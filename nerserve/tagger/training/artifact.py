@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from nerserve.tagger import files
 from nerserve.tagger.config import Config
-from nerserve.tagger.marginals import EntityScorer, ScoredTags
+from nerserve.tagger.marginals import EntityScorer, ScoredIf, ScoredTags, rows_to_score
 from nerserve.tagger.training import crf
 from nerserve.tagger.training.network import (
     INPUT_SIGNATURE,
@@ -99,20 +99,25 @@ class TensorFlowTagger:
         return self.tagger(batch.word_ids, batch.char_ids, batch.casing_ids).numpy()
 
     def tag(self, sentences: list[list[str]]) -> list[list[str]]:
-        paths = decode_in_batches(sentences, self.batch_size, self._decode)
+        paths = decode_in_batches(sentences, self.batch_size, lambda batch: self._decode([sentences[i] for i in batch]))
         return [[self.vocab.tags[t] for t in path] for path in paths]
 
-    def tag_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
-        """The tags, and each entity's probability from TensorFlow's forward-backward."""
-        return decode_in_batches(sentences, self.batch_size, self._decode_scored, ScoredTags.empty)
+    def tag_scored(self, sentences: list[list[str]], scored_if: ScoredIf | None = None) -> list[ScoredTags]:
+        """The tags, and each entity's probability from TensorFlow's forward-backward;
+        scored_if as the lean runtime's (nerserve.tagger.runtime.OnnxTagger.tag_scored)."""
+        return decode_in_batches(sentences, self.batch_size,
+                                 lambda batch: self._decode_scored(batch, sentences, scored_if), ScoredTags.empty)
 
-    def _decode_scored(self, sentences: list[list[str]]) -> list[ScoredTags]:
-        batch = self.vocab.encode(sentences)
+    def _decode_scored(self, indices: list[int], sentences: list[list[str]],
+                       scored_if: ScoredIf | None) -> list[ScoredTags]:
+        batch = self.vocab.encode([sentences[i] for i in indices])
         emissions, paths = self._emissions_and_paths(batch.word_ids, batch.char_ids, batch.casing_ids, batch.lengths)
         paths = [path[:length].tolist() for path, length in zip(paths.numpy(), batch.lengths, strict=True)]
+        tags = [[self.vocab.tags[t] for t in path] for path in paths]
         scores = self.scorer.score(emissions.numpy(), batch.lengths, paths,
-                                   lambda e, lengths: _tensorflow_forward_backward(e, lengths, *self.scorer.crf))
-        return [ScoredTags([self.vocab.tags[t] for t in path], s) for path, s in zip(paths, scores, strict=True)]
+                                   lambda e, lengths: _tensorflow_forward_backward(e, lengths, *self.scorer.crf),
+                                   rows=rows_to_score(indices, tags, scored_if))
+        return [ScoredTags(t, s) for t, s in zip(tags, scores, strict=True)]
 
     def _decode(self, sentences: list[list[str]]) -> list[list[int]]:
         batch = self.vocab.encode(sentences)
