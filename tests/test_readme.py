@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from nerserve import settings
 from tests.launcher import ROOT
 
 README = ROOT / "README.md"
@@ -161,3 +162,9 @@ def test_the_readme_example_answers_what_it_prints(example, server):
         check_body(printed_body.strip(), actual_body)
     else:
         check_body(example.printed, result.stdout)
+
+
+def test_every_address_the_readme_gives_is_where_make_serve_listens():
+    # The first example once said port 8000: copied as written, it found nothing there.
+    ports = set(re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", README.read_text()))
+    assert ports == {str(settings.defaults()["PORT"])}
