@@ -130,11 +130,13 @@ class Typed:
         self.answers, self.calls = answers, []
 
     def tag_scored(self, sentences, scored_if=None):
-        """As the real taggers: a sentence that scored_if turns down keeps NaN scores."""
+        """As the real taggers: a sentence that scored_if turns down keeps NaN
+        scores (whether each was scored: self.scored)."""
         self.calls.append(sentences)
         answers = [(list(self.answers[s[0]][0]), np.array(self.answers[s[0]][1])) for s in sentences]
-        return [ScoredTags(tags, scores if scored_if is None or scored_if(i, tags) else np.full(len(tags), np.nan))
-                for i, (tags, scores) in enumerate(answers)]
+        self.scored = [scored_if is None or scored_if(i, tags) for i, (tags, _) in enumerate(answers)]
+        return [ScoredTags(tags, scores if scored else np.full(len(tags), np.nan))
+                for (tags, scores), scored in zip(answers, self.scored, strict=True)]
 
     def tag(self, sentences):
         return [scored.tags for scored in self.tag_scored(sentences)]
@@ -173,18 +175,9 @@ def test_the_typed_tagger_scores_only_sentences_where_it_could_add_a_name():
                                           for _ in sentences]
     typed = Typed({"Angela": (["B-PER", "I-PER", "O", "O"], [0.9, nan, nan, nan]),
                    "Tim": (["B-PER", "I-PER", "O", "B-LOC"], [0.9, nan, nan, 0.8])})
-    seen = []
-    answer = typed.tag_scored
-
-    def recording(sentences, scored_if=None):
-        results = answer(sentences, scored_if)
-        seen.extend(scored_if(i, result.tags) for i, result in enumerate(results))
-        return results
-
-    typed.tag_scored = recording
     results = CaseRouter(cased, Recorder("caseless"), typed).tag_scored(
         [["Angela", "Merkel", "met", "them"], ["Tim", "Cook", "visited", "paris"]])
-    assert seen == [False, True]  # the first sentence's one entity is the cased tagger's too
+    assert typed.scored == [False, True]  # the first sentence's one entity is the cased tagger's too
     assert results[1].tags == ["B-PER", "I-PER", "O", "B-LOC"]
 
 
